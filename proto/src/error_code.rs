@@ -1,0 +1,70 @@
+//! Stable machine-readable error codes of the bridge API.
+//!
+//! The HTTP status and the code travel together in `{"error":{"code","message"}}`; clients
+//! branch on the code, people read the message. Codes are never renamed once shipped.
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! codes {
+    ($($variant:ident => $s:literal),* $(,)?) => {
+        /// A stable error code.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        #[non_exhaustive]
+        pub enum ErrorCode { $($variant),* }
+
+        impl ErrorCode {
+            /// The wire spelling of the code.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $s),* }
+            }
+
+            /// Every code, for documentation and tests.
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant),*];
+        }
+    };
+}
+
+codes! {
+    InvalidDeviceId => "invalid_device_id",
+    MalformedJson => "malformed_json",
+    UnsupportedMediaType => "unsupported_media_type",
+    PayloadTooLarge => "payload_too_large",
+    InvalidWireguardKey => "invalid_wireguard_key",
+    InvalidField => "invalid_field",
+    CsrInvalidPem => "csr_invalid_pem",
+    CsrMalformed => "csr_malformed",
+    CsrSignatureInvalid => "csr_signature_invalid",
+    CsrUnsupportedKey => "csr_unsupported_key",
+    CsrSubjectMismatch => "csr_subject_mismatch",
+    DeviceNotRegistered => "device_not_registered",
+    DeviceAlreadyEnrolled => "device_already_enrolled",
+    WireguardKeyInUse => "wireguard_key_in_use",
+    AddressPoolExhausted => "address_pool_exhausted",
+    SignerUnavailable => "signer_unavailable",
+    TryAgain => "try_again",
+    NotFound => "not_found",
+    MethodNotAllowed => "method_not_allowed",
+    Internal => "internal",
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_spelling_matches_as_str() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            let back: ErrorCode = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, *code);
+        }
+    }
+}

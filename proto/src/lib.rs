@@ -1,0 +1,19 @@
+//! Wire types and validation rules shared by `nexa-agent` and `nexa-server`.
+//!
+//! Architecture invariant: this crate does no I/O and knows nothing about HTTP, files or
+//! databases. Both sides depend on it so that the device-id rule, the enrollment payloads and
+//! the error codes cannot drift apart.
+
+pub mod api;
+pub mod device_id;
+pub mod error_code;
+pub mod fingerprint;
+pub mod wireguard;
+
+pub use api::{
+    CertificateInfo, EnrollRequest, EnrollResponse, ErrorBody, ErrorDetail, WireguardProfile,
+};
+pub use device_id::{DeviceId, DeviceIdError};
+pub use error_code::ErrorCode;
+pub use fingerprint::{Fingerprint, FingerprintError};
+pub use wireguard::{WgKeyError, WgPublicKey};

@@ -1,0 +1,314 @@
+//! `nexa-server device …` and `nexa-server audit`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use nexa_proto::DeviceId;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::{CliError, operator};
+use crate::db::{Db, QueryContext, audit, certificates, devices, unix_now};
+use crate::duration::parse_duration;
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Register device ids that may enroll.
+    Add {
+        /// Device ids.
+        ids: Vec<String>,
+        /// Also read ids from FILE, one per line (blank lines and # comments ignored).
+        #[arg(long, value_name = "FILE")]
+        from_file: Option<PathBuf>,
+        /// Free-text note stored with each device.
+        #[arg(long)]
+        note: Option<String>,
+    },
+    /// List devices.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one device.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let an enrolled device enroll once more with new keys (same id, same address).
+    AllowReenroll {
+        id: String,
+        /// How long the window stays open.
+        #[arg(long = "for", default_value = "1h", value_name = "DURATION")]
+        window: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only events of this device.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Newest N events.
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_id(raw: &str) -> Result<DeviceId, CliError> {
+    DeviceId::parse(raw)
+        .map_err(|e| CliError::Usage(format!("{raw:?} is not a valid device id: {e}")))
+}
+
+pub async fn run(db: &Db, cmd: DeviceCommand) -> Result<(), CliError> {
+    match cmd {
+        DeviceCommand::Add {
+            ids,
+            from_file,
+            note,
+        } => add(db, ids, from_file, note).await,
+        DeviceCommand::List { json } => list(db, json).await,
+        DeviceCommand::Show { id, json } => show(db, &parse_id(&id)?, json).await,
+        DeviceCommand::AllowReenroll { id, window } => {
+            allow_reenroll(db, &parse_id(&id)?, &window).await
+        }
+    }
+}
+
+async fn add(
+    db: &Db,
+    mut raw: Vec<String>,
+    from_file: Option<PathBuf>,
+    note: Option<String>,
+) -> Result<(), CliError> {
+    if let Some(path) = from_file {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            CliError::Usage(format!("cannot read --from-file {}: {e}", path.display()))
+        })?;
+        raw.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_owned),
+        );
+    }
+    if raw.is_empty() {
+        return Err(CliError::Usage(
+            "no device ids given; pass ids or --from-file FILE".into(),
+        ));
+    }
+    // Validate everything before writing anything.
+    let ids = raw
+        .iter()
+        .enumerate()
+        .map(|(n, r)| {
+            DeviceId::parse(r)
+                .map_err(|e| CliError::Usage(format!("device id #{} {r:?} is invalid: {e}", n + 1)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = unix_now();
+    let actor = operator();
+    let mut tx = db.begin_write().await?;
+    let mut added = 0usize;
+    for id in &ids {
+        if devices::register(&mut tx, id.as_str(), note.as_deref(), now).await? {
+            added += 1;
+            let ev = audit::AuditEvent::new(
+                actor.clone(),
+                "device.registered",
+                Some(id.as_str()),
+                Some("cli".into()),
+                json!({ "note": note }),
+            );
+            audit::record(&mut tx, &ev).await?;
+        }
+    }
+    tx.commit().await.doing("committing device registrations")?;
+    if ids.len() == 1 {
+        let verb = if added == 1 {
+            "registered"
+        } else {
+            "was already registered"
+        };
+        println!("device {} {verb}", ids[0]);
+    } else {
+        println!(
+            "registered {added} devices ({} already registered)",
+            ids.len() - added
+        );
+    }
+    Ok(())
+}
+
+fn fmt_time(unix: Option<i64>) -> String {
+    unix.and_then(|t| OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_else(|| "-".into())
+}
+
+async fn address_of(db: &Db, host: Option<i64>) -> Result<Option<String>, CliError> {
+    let Some(host) = host else { return Ok(None) };
+    let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
+    let subnet = crate::db::settings::get(&mut conn, crate::db::settings::WG_SUBNET).await?;
+    let pool = subnet
+        .and_then(|s| s.parse().ok())
+        .and_then(|net| crate::wg::pool::AddressPool::new(net).ok())
+        .ok_or_else(|| {
+            CliError::Failed("the database has no valid pinned WireGuard subnet".into())
+        })?;
+    Ok(Some(pool.interface_address(host)))
+}
+
+async fn list(db: &Db, as_json: bool) -> Result<(), CliError> {
+    let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
+    let rows = devices::list(&mut conn).await?;
+    drop(conn);
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        out.push((row, address_of(db, row.wg_host).await?));
+    }
+    if as_json {
+        let items: Vec<_> = out
+            .iter()
+            .map(|(r, addr)| json!({ "id": r.id, "state": r.state, "address": addr, "cert_serial": r.cert_serial, "cert_not_after": fmt_time(r.cert_not_after) }))
+            .collect();
+        println!("{}", serde_json::Value::Array(items));
+        return Ok(());
+    }
+    println!(
+        "{:<32} {:<11} {:<20} {}",
+        "DEVICE", "STATE", "ADDRESS", "CERT NOT AFTER"
+    );
+    for (r, addr) in out {
+        println!(
+            "{:<32} {:<11} {:<20} {}",
+            r.id,
+            r.state,
+            addr.as_deref().unwrap_or("-"),
+            fmt_time(r.cert_not_after)
+        );
+    }
+    Ok(())
+}
+
+async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
+    let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
+    let row = devices::get(&mut conn, id.as_str())
+        .await?
+        .ok_or_else(|| CliError::Failed(format!("device {id} is not registered")))?;
+    let certs = certificates::count_by_status(&mut conn, id.as_str()).await?;
+    drop(conn);
+    let address = address_of(db, row.wg_host).await?;
+    let window_open = row.reenroll_until.is_some_and(|t| t > unix_now());
+    if as_json {
+        let v = json!({
+            "id": row.id, "state": row.state, "note": row.note, "address": address,
+            "wg_public_key": row.wg_public_key, "machine_uid": row.machine_uid, "hostname": row.hostname,
+            "profile_revision": row.profile_revision, "cert_serial": row.cert_serial,
+            "cert_not_after": fmt_time(row.cert_not_after), "enrolled_at": fmt_time(row.enrolled_at),
+            "reenroll_window_until": if window_open { fmt_time(row.reenroll_until) } else { "-".into() },
+            "certificates": certs.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
+        });
+        println!("{v}");
+        return Ok(());
+    }
+    println!("device:            {}", row.id);
+    println!("state:             {}", row.state);
+    println!("address:           {}", address.as_deref().unwrap_or("-"));
+    println!(
+        "wireguard key:     {}",
+        row.wg_public_key.as_deref().unwrap_or("-")
+    );
+    println!(
+        "certificate:       {} (not after {})",
+        row.cert_serial.as_deref().unwrap_or("-"),
+        fmt_time(row.cert_not_after)
+    );
+    println!("profile revision:  {}", row.profile_revision);
+    println!("enrolled at:       {}", fmt_time(row.enrolled_at));
+    println!(
+        "hostname:          {}",
+        row.hostname.as_deref().unwrap_or("-")
+    );
+    println!(
+        "re-enroll window:  {}",
+        if window_open {
+            format!("open until {}", fmt_time(row.reenroll_until))
+        } else {
+            "closed".into()
+        }
+    );
+    let counts: Vec<String> = certs.iter().map(|(s, n)| format!("{n} {s}")).collect();
+    println!(
+        "certificates:      {}",
+        if counts.is_empty() {
+            "none".into()
+        } else {
+            counts.join(", ")
+        }
+    );
+    Ok(())
+}
+
+async fn allow_reenroll(db: &Db, id: &DeviceId, window: &str) -> Result<(), CliError> {
+    let dur = parse_duration(window).map_err(|e| CliError::Usage(format!("--for: {e}")))?;
+    let now = unix_now();
+    let until = now.saturating_add(i64::try_from(dur.as_secs()).unwrap_or(i64::MAX));
+    let mut tx = db.begin_write().await?;
+    let row = devices::get(&mut tx, id.as_str())
+        .await?
+        .ok_or_else(|| CliError::Failed(format!("device {id} is not registered")))?;
+    if row.state != devices::STATE_ENROLLED {
+        return Err(CliError::Failed(format!(
+            "device {id} has never enrolled; it can enroll without a re-enrollment window"
+        )));
+    }
+    devices::set_reenroll_window(&mut tx, id.as_str(), until, now).await?;
+    let ev = audit::AuditEvent::new(
+        operator(),
+        "device.reenroll_allowed",
+        Some(id.as_str()),
+        Some("cli".into()),
+        json!({ "until": fmt_time(Some(until)) }),
+    );
+    audit::record(&mut tx, &ev).await?;
+    tx.commit()
+        .await
+        .doing("committing a re-enrollment window")?;
+    println!(
+        "device {id} may re-enroll with new keys until {}",
+        fmt_time(Some(until))
+    );
+    Ok(())
+}
+
+pub async fn audit(db: &Db, args: AuditArgs) -> Result<(), CliError> {
+    let device = args.device.as_deref().map(parse_id).transpose()?;
+    let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
+    let events = audit::list(
+        &mut conn,
+        device.as_ref().map(DeviceId::as_str),
+        args.limit.max(1),
+    )
+    .await?;
+    for ev in events {
+        if args.json {
+            println!("{}", serde_json::to_string(&ev).unwrap_or_default());
+        } else {
+            let at = OffsetDateTime::from_unix_timestamp_nanos(i128::from(ev.at_ms) * 1_000_000)
+                .ok()
+                .and_then(|t| t.format(&Rfc3339).ok())
+                .unwrap_or_default();
+            println!(
+                "{at} {:<28} {:<24} {} {}",
+                ev.action,
+                ev.actor,
+                ev.device_id.as_deref().unwrap_or("-"),
+                ev.detail
+            );
+        }
+    }
+    Ok(())
+}

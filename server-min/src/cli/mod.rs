@@ -1,0 +1,183 @@
+//! Command line of `nexa-server`: argument types and dispatch. Each command group has its
+//! own module.
+
+mod device;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, Locations, Settings, SettingsArgs};
+use crate::datadir::DataDir;
+use crate::db::{Db, DbError};
+use crate::init::{InitError, ensure_initialized, root_fingerprint};
+use crate::serve::{ServeError, serve};
+
+/// Exit code for a usage or configuration error (also clap's).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code for a runtime failure.
+pub const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nexa-server",
+    version,
+    about = "Nexa bridge: device enrollment, built-in CA, WireGuard addresses"
+)]
+#[command(
+    after_help = "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error."
+)]
+pub struct Cli {
+    /// Data directory (CA, keys, database).
+    #[arg(long, global = true, env = "NEXA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Config file (TOML); default DIR/server.toml when present.
+    #[arg(long, global = true, env = "NEXA_SERVER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log filter, e.g. info or nexa_server=debug (also NEXA_LOG).
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the CA, gateway WireGuard key and database once; print the root fingerprint.
+    Init(InitArgs),
+    /// Run the enrollment API (initialises on first start).
+    Serve(ServeArgs),
+    /// Certificate authority.
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// Register and inspect devices.
+    #[command(subcommand)]
+    Device(device::DeviceCommand),
+    /// Show the audit trail.
+    Audit(device::AuditArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub settings: SettingsArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Print the root CA SHA-256 fingerprint devices pin.
+    Fingerprint,
+}
+
+/// A command failure, carrying its exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Init(#[from] InitError),
+    #[error(transparent)]
+    Serve(#[from] ServeError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CliError::Config(_) | CliError::Usage(_) => ExitCode::from(EXIT_USAGE),
+            CliError::Init(InitError::SubnetChanged { .. }) => ExitCode::from(EXIT_USAGE),
+            _ => ExitCode::from(EXIT_FAILURE),
+        }
+    }
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    let (loc, file) = Locations::resolve(cli.data_dir.as_deref(), cli.config.as_deref())?;
+    match cli.command {
+        Command::Init(args) => {
+            let settings = Settings::resolve(&loc, &args.settings, file)?;
+            let (report, db) = ensure_initialized(&settings).await?;
+            db.close().await;
+            let what = if report.created_ca {
+                "initialised"
+            } else {
+                "already initialised"
+            };
+            println!("data directory {} {what}", settings.data_dir.display());
+            println!(
+                "gateway WireGuard public key: {}",
+                report.gateway_public_key
+            );
+            println!("root CA fingerprint: {}", report.root_fingerprint);
+            Ok(())
+        }
+        Command::Serve(args) => {
+            let settings = Settings::resolve(&loc, &args.settings, file)?;
+            serve(settings).await?;
+            Ok(())
+        }
+        Command::Ca(CaCommand::Fingerprint) => {
+            let dir = DataDir::new(&loc.data_dir);
+            require_initialised(&dir)?;
+            println!("{}", root_fingerprint(&dir)?);
+            Ok(())
+        }
+        Command::Device(cmd) => {
+            let db = open_existing(&loc.data_dir).await?;
+            let result = device::run(&db, cmd).await;
+            db.close().await;
+            result
+        }
+        Command::Audit(args) => {
+            let db = open_existing(&loc.data_dir).await?;
+            let result = device::audit(&db, args).await;
+            db.close().await;
+            result
+        }
+    }
+}
+
+fn require_initialised(dir: &DataDir) -> Result<(), CliError> {
+    if dir.root_cert().is_file() && dir.database().is_file() {
+        Ok(())
+    } else {
+        Err(CliError::Usage(format!(
+            "{} is not an initialised data directory; run `nexa-server init --data-dir {}` first",
+            dir.path().display(),
+            dir.path().display()
+        )))
+    }
+}
+
+async fn open_existing(data_dir: &Path) -> Result<Db, CliError> {
+    let dir = DataDir::new(data_dir);
+    require_initialised(&dir)?;
+    Ok(Db::open_sqlite(&dir.database()).await?)
+}
+
+/// The operator running a CLI command, for the audit trail.
+pub fn operator() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("operator:{user}")
+}

@@ -1,0 +1,184 @@
+//! Devices (`devices`): registration, lookup, enrollment state and WireGuard host indexes.
+
+use sqlx::SqliteConnection;
+
+use super::{DbError, QueryContext};
+
+/// A device row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct DeviceRow {
+    pub id: String,
+    pub state: String,
+    pub note: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub machine_uid: Option<String>,
+    pub hostname: Option<String>,
+    pub ec_spki_sha256: Option<String>,
+    pub wg_public_key: Option<String>,
+    pub wg_host: Option<i64>,
+    pub profile_revision: i64,
+    pub cert_serial: Option<String>,
+    pub cert_not_after: Option<i64>,
+    pub enrolled_at: Option<i64>,
+    pub reenroll_until: Option<i64>,
+    pub generation: i64,
+}
+
+pub const STATE_REGISTERED: &str = "registered";
+pub const STATE_ENROLLED: &str = "enrolled";
+
+const COLUMNS: &str = "id, state, note, created_at, updated_at, machine_uid, hostname, ec_spki_sha256, \
+     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation";
+
+/// Registers a device id; returns false if it already existed (left unchanged).
+pub async fn register(
+    conn: &mut SqliteConnection,
+    id: &str,
+    note: Option<&str>,
+    now: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "INSERT INTO devices (id, state, note, created_at, updated_at) VALUES ($1, 'registered', $2, $3, $3) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(note)
+    .bind(now)
+    .execute(conn)
+    .await
+    .doing("registering a device")?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<DeviceRow>, DbError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM devices WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(conn)
+    .await
+    .doing("reading a device")
+}
+
+pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<DeviceRow>, DbError> {
+    sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM devices ORDER BY id"
+    )))
+    .fetch_all(conn)
+    .await
+    .doing("listing devices")
+}
+
+/// Which device, other than `except`, holds this WireGuard public key.
+pub async fn wg_key_owner(
+    conn: &mut SqliteConnection,
+    key: &str,
+    except: &str,
+) -> Result<Option<String>, DbError> {
+    sqlx::query_scalar("SELECT id FROM devices WHERE wg_public_key = $1 AND id <> $2")
+        .bind(key)
+        .bind(except)
+        .fetch_optional(conn)
+        .await
+        .doing("looking up a WireGuard key")
+}
+
+/// Opens (or moves) the one-time re-enrollment window; false if the device does not exist.
+pub async fn set_reenroll_window(
+    conn: &mut SqliteConnection,
+    id: &str,
+    until: i64,
+    now: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query("UPDATE devices SET reenroll_until = $1, updated_at = $2 WHERE id = $3")
+        .bind(until)
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await
+        .doing("opening a re-enrollment window")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Highest allocated host index, if any.
+pub async fn max_host(conn: &mut SqliteConnection) -> Result<Option<i64>, DbError> {
+    sqlx::query_scalar("SELECT MAX(wg_host) FROM devices")
+        .fetch_one(conn)
+        .await
+        .doing("reading the highest WireGuard address")
+}
+
+/// Lowest free host index in `[first, last]`, scanning for gaps. Used only once the top of the
+/// pool is reached, so the common path stays an index lookup.
+pub async fn lowest_free_host(
+    conn: &mut SqliteConnection,
+    first: i64,
+    last: i64,
+) -> Result<Option<i64>, DbError> {
+    sqlx::query_scalar(
+        "SELECT c FROM ( \
+             SELECT $1 AS c WHERE NOT EXISTS (SELECT 1 FROM devices WHERE wg_host = $1) \
+             UNION ALL \
+             SELECT d.wg_host + 1 AS c FROM devices d \
+             WHERE d.wg_host >= $1 AND d.wg_host < $2 \
+               AND NOT EXISTS (SELECT 1 FROM devices e WHERE e.wg_host = d.wg_host + 1) \
+         ) AS free ORDER BY c LIMIT 1",
+    )
+    .bind(first)
+    .bind(last)
+    .fetch_optional(conn)
+    .await
+    .doing("searching for a free WireGuard address")
+}
+
+/// The state an enrollment leaves a device in.
+#[derive(Debug, Clone)]
+pub struct EnrolledState<'a> {
+    pub id: &'a str,
+    pub machine_uid: Option<&'a str>,
+    pub hostname: Option<&'a str>,
+    pub ec_spki_sha256: &'a str,
+    pub wg_public_key: &'a str,
+    pub wg_host: i64,
+    pub profile_revision: i64,
+    pub cert_serial: &'a str,
+    pub cert_not_after: i64,
+    /// Close the re-enrollment window (a re-enrollment consumed it).
+    pub consume_window: bool,
+    pub now: i64,
+}
+
+/// Compare-and-set: applies `st` only if the row is still at `expected_generation`.
+/// Returns false when another enrollment got there first.
+pub async fn apply_enrollment(
+    conn: &mut SqliteConnection,
+    st: &EnrolledState<'_>,
+    expected_generation: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE devices SET state = 'enrolled', machine_uid = COALESCE($1, machine_uid), \
+             hostname = COALESCE($2, hostname), ec_spki_sha256 = $3, wg_public_key = $4, wg_host = $5, \
+             profile_revision = $6, cert_serial = $7, cert_not_after = $8, \
+             enrolled_at = COALESCE(enrolled_at, $9), updated_at = $9, \
+             reenroll_until = CASE WHEN $10 THEN NULL ELSE reenroll_until END, \
+             generation = generation + 1 \
+         WHERE id = $11 AND generation = $12",
+    )
+    .bind(st.machine_uid)
+    .bind(st.hostname)
+    .bind(st.ec_spki_sha256)
+    .bind(st.wg_public_key)
+    .bind(st.wg_host)
+    .bind(st.profile_revision)
+    .bind(st.cert_serial)
+    .bind(st.cert_not_after)
+    .bind(st.now)
+    .bind(st.consume_window)
+    .bind(st.id)
+    .bind(expected_generation)
+    .execute(conn)
+    .await
+    .doing("storing an enrollment")?;
+    Ok(done.rows_affected() == 1)
+}

@@ -1,0 +1,362 @@
+//! The enrollment service: validate, decide, sign, allocate, store, audit.
+//!
+//! 1. Validate the request (WireGuard key, CSR checks, optional fields).
+//! 2. Read the device and [`plan`] what this request is: a first enrollment, an idempotent
+//!    retry with the same keys, a re-enrollment consuming an operator's window, or a refusal.
+//! 3. Ask the [`Signer`] for a certificate (outside any transaction: a slow CA never holds
+//!    the database's write lock).
+//! 4. In one write transaction: allocate an address if the device has none, compare-and-set
+//!    the device row on its `generation`, supersede the previous certificate, record the new
+//!    one and the audit event. A lost race (another request for the same device, or a replica
+//!    taking the same address) rolls back and starts again from step 2.
+
+use std::sync::Arc;
+
+use nexa_proto::wireguard::render_wg_quick;
+use nexa_proto::{
+    CertificateInfo, DeviceId, EnrollRequest, EnrollResponse, WgKeyError, WgPublicKey,
+    WireguardProfile,
+};
+use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+
+use crate::ca::{SignRequest, Signer, SignerError};
+use crate::clock::Clock;
+use crate::config::WgSettings;
+use crate::csr::{self, CsrError};
+use crate::db::devices::{self, DeviceRow, EnrolledState};
+use crate::db::{Db, DbError, QueryContext, audit, certificates};
+use crate::wg::pool::AllocError;
+
+/// How many times a lost compare-and-set is retried before giving up.
+const MAX_ATTEMPTS: usize = 5;
+/// Longest accepted `machine_uid` / `hostname`.
+const MAX_FIELD_LEN: usize = 255;
+
+/// What kind of enrollment succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// First enrollment of a registered device (HTTP 201).
+    Created,
+    /// Same keys again: same address, fresh certificate (HTTP 200).
+    Repeated,
+    /// New keys under an operator's re-enrollment window (HTTP 200).
+    Reenrolled,
+}
+
+/// Why an enrollment was refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EnrollError {
+    #[error(transparent)]
+    Csr(#[from] CsrError),
+    #[error("wg_public_key: {0}")]
+    WgKey(#[from] WgKeyError),
+    #[error("{field}: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+    #[error(
+        "device {0} is not registered; an operator registers it with `nexa-server device add {0}`"
+    )]
+    NotRegistered(DeviceId),
+    #[error(
+        "device {0} is already enrolled with other keys; an operator must allow re-enrollment with \
+         `nexa-server device allow-reenroll {0}` first"
+    )]
+    AlreadyEnrolled(DeviceId),
+    #[error("this WireGuard public key belongs to another device; generate a new key pair")]
+    WgKeyInUse,
+    #[error("no WireGuard address left: {0}")]
+    PoolExhausted(String),
+    #[error(transparent)]
+    Signer(#[from] SignerError),
+    #[error("enrollment of {0} kept colliding with concurrent enrollments of the same device")]
+    Contention(DeviceId),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<AllocError> for EnrollError {
+    fn from(e: AllocError) -> Self {
+        match e {
+            AllocError::Exhausted { .. } => EnrollError::PoolExhausted(e.to_string()),
+            AllocError::Db(db) => EnrollError::Db(db),
+        }
+    }
+}
+
+/// What a request is, given the device's stored state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    First,
+    Repeat,
+    Reenroll,
+}
+
+/// Decides what an enrollment with these keys means for `device` at time `now`.
+/// `None` means refused: enrolled with other keys and no open window.
+pub fn plan(device: &DeviceRow, spki_sha256: &str, wg_key: &str, now: i64) -> Option<Plan> {
+    if device.state != devices::STATE_ENROLLED {
+        return Some(Plan::First);
+    }
+    let same_keys = device.ec_spki_sha256.as_deref() == Some(spki_sha256)
+        && device.wg_public_key.as_deref() == Some(wg_key);
+    if same_keys {
+        Some(Plan::Repeat)
+    } else if device.reenroll_until.is_some_and(|until| until > now) {
+        Some(Plan::Reenroll)
+    } else {
+        None
+    }
+}
+
+/// One enrollment request.
+#[derive(Debug)]
+pub struct EnrollInput {
+    pub id: DeviceId,
+    pub request: EnrollRequest,
+    /// The client's address, for the audit trail.
+    pub source: Option<String>,
+}
+
+/// The enrollment service.
+#[derive(Debug, Clone)]
+pub struct EnrollService {
+    db: Db,
+    signer: Arc<dyn Signer>,
+    wg: WgSettings,
+    gateway_key: WgPublicKey,
+    clock: Arc<dyn Clock>,
+}
+
+impl EnrollService {
+    pub fn new(
+        db: Db,
+        signer: Arc<dyn Signer>,
+        wg: WgSettings,
+        gateway_key: WgPublicKey,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            db,
+            signer,
+            wg,
+            gateway_key,
+            clock,
+        }
+    }
+
+    /// Runs one enrollment.
+    pub async fn enroll(
+        &self,
+        input: EnrollInput,
+    ) -> Result<(EnrollResponse, Outcome), EnrollError> {
+        let EnrollInput {
+            id,
+            request,
+            source,
+        } = input;
+        let wg_key = WgPublicKey::parse(&request.wg_public_key)?;
+        if wg_key == self.gateway_key {
+            return Err(EnrollError::WgKeyInUse);
+        }
+        let wg_key_b64 = wg_key.to_base64();
+        check_field("machine_uid", request.machine_uid.as_deref())?;
+        check_field("hostname", request.hostname.as_deref())?;
+        let csr = csr::validate(&request.csr_pem, &id)?;
+
+        for _ in 0..MAX_ATTEMPTS {
+            let device = {
+                let mut conn = self
+                    .db
+                    .pool()
+                    .acquire()
+                    .await
+                    .doing("acquiring a connection")?;
+                let device = devices::get(&mut conn, id.as_str())
+                    .await?
+                    .ok_or_else(|| EnrollError::NotRegistered(id.clone()))?;
+                if devices::wg_key_owner(&mut conn, &wg_key_b64, id.as_str())
+                    .await?
+                    .is_some()
+                {
+                    return Err(EnrollError::WgKeyInUse);
+                }
+                device
+            };
+            let plan = plan(&device, &csr.spki_sha256, &wg_key_b64, self.clock.unix())
+                .ok_or_else(|| EnrollError::AlreadyEnrolled(id.clone()))?;
+
+            let issued = self
+                .signer
+                .sign(&SignRequest {
+                    device_id: id.clone(),
+                    spki_der: csr.spki_der.clone(),
+                    csr_der: csr.der.clone(),
+                })
+                .await?;
+
+            let now = self.clock.unix();
+            let revision = match plan {
+                Plan::First => 1,
+                Plan::Repeat => device.profile_revision,
+                Plan::Reenroll => device.profile_revision + 1,
+            };
+            let mut tx = self.db.begin_write().await?;
+            let host = match device.wg_host {
+                Some(host) => host,
+                None => self.wg.pool.allocate(&mut tx).await?,
+            };
+            let state = EnrolledState {
+                id: id.as_str(),
+                machine_uid: request.machine_uid.as_deref(),
+                hostname: request.hostname.as_deref(),
+                ec_spki_sha256: &csr.spki_sha256,
+                wg_public_key: &wg_key_b64,
+                wg_host: host,
+                profile_revision: revision,
+                cert_serial: &issued.serial_hex,
+                cert_not_after: issued.not_after.unix_timestamp(),
+                consume_window: plan == Plan::Reenroll,
+                now,
+            };
+            match devices::apply_enrollment(&mut tx, &state, device.generation).await {
+                Ok(true) => {}
+                Ok(false) => continue, // another request for this device won; re-read
+                Err(e) if e.is_unique_violation() => continue, // a replica took the address or key
+                Err(e) => return Err(e.into()),
+            }
+            certificates::supersede_active(&mut tx, id.as_str(), now).await?;
+            certificates::insert_active(
+                &mut tx,
+                &issued.serial_hex,
+                id.as_str(),
+                issued.not_before.unix_timestamp(),
+                issued.not_after.unix_timestamp(),
+                now,
+            )
+            .await?;
+            let address = self.wg.pool.interface_address(host);
+            let (action, outcome) = match plan {
+                Plan::First => ("device.enrolled", Outcome::Created),
+                Plan::Repeat => ("device.enrollment_repeated", Outcome::Repeated),
+                Plan::Reenroll => ("device.reenrolled", Outcome::Reenrolled),
+            };
+            let event = audit::AuditEvent::new(
+                format!("device:{id}"),
+                action,
+                Some(id.as_str()),
+                source.clone(),
+                json!({
+                    "address": address,
+                    "serial": issued.serial_hex,
+                    "superseded_serial": device.cert_serial,
+                    "profile_revision": revision,
+                    "wg_public_key": wg_key_b64,
+                }),
+            );
+            audit::record(&mut tx, &event).await?;
+            tx.commit().await.doing("committing an enrollment")?;
+            tracing::info!(device = %id, ?outcome, %address, serial = %issued.serial_hex, "enrolled");
+
+            let profile = WireguardProfile {
+                address,
+                server_public_key: self.gateway_key.to_base64(),
+                endpoint: self.wg.endpoint.clone(),
+                allowed_ips: self
+                    .wg
+                    .allowed_ips
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                persistent_keepalive: self.wg.keepalive,
+            };
+            let response = EnrollResponse {
+                device_id: id.to_string(),
+                certificate_pem: issued.pem,
+                ca_chain_pem: self.signer.ca_chain_pem().to_owned(),
+                wireguard_config: render_wg_quick(&profile, None),
+                wireguard: profile,
+                profile_revision: u64::try_from(revision).unwrap_or(0),
+                certificate: CertificateInfo {
+                    serial: issued.serial_hex,
+                    not_after: issued.not_after.format(&Rfc3339).unwrap_or_default(),
+                },
+            };
+            return Ok((response, outcome));
+        }
+        Err(EnrollError::Contention(id))
+    }
+}
+
+fn check_field(field: &'static str, value: Option<&str>) -> Result<(), EnrollError> {
+    let Some(v) = value else { return Ok(()) };
+    if v.len() > MAX_FIELD_LEN {
+        return Err(EnrollError::InvalidField {
+            field,
+            reason: format!("is {} bytes; at most {MAX_FIELD_LEN} are allowed", v.len()),
+        });
+    }
+    if v.chars().any(char::is_control) {
+        return Err(EnrollError::InvalidField {
+            field,
+            reason: "contains control characters".into(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: &str, spki: Option<&str>, wg: Option<&str>, window: Option<i64>) -> DeviceRow {
+        DeviceRow {
+            id: "d".into(),
+            state: state.into(),
+            note: None,
+            created_at: 0,
+            updated_at: 0,
+            machine_uid: None,
+            hostname: None,
+            ec_spki_sha256: spki.map(Into::into),
+            wg_public_key: wg.map(Into::into),
+            wg_host: None,
+            profile_revision: 1,
+            cert_serial: None,
+            cert_not_after: None,
+            enrolled_at: None,
+            reenroll_until: window,
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn plan_covers_every_case() {
+        let reg = row("registered", None, None, None);
+        assert_eq!(plan(&reg, "a", "w", 100), Some(Plan::First));
+        let enrolled = row("enrolled", Some("a"), Some("w"), None);
+        assert_eq!(plan(&enrolled, "a", "w", 100), Some(Plan::Repeat));
+        assert_eq!(plan(&enrolled, "b", "w", 100), None);
+        assert_eq!(plan(&enrolled, "a", "x", 100), None);
+        let open = row("enrolled", Some("a"), Some("w"), Some(101));
+        assert_eq!(plan(&open, "b", "x", 100), Some(Plan::Reenroll));
+        assert_eq!(
+            plan(&open, "a", "w", 100),
+            Some(Plan::Repeat),
+            "same keys never consume the window"
+        );
+        let expired = row("enrolled", Some("a"), Some("w"), Some(100));
+        assert_eq!(
+            plan(&expired, "b", "x", 100),
+            None,
+            "a window ending now is closed"
+        );
+    }
+
+    #[test]
+    fn optional_fields_are_bounded() {
+        assert!(check_field("hostname", None).is_ok());
+        assert!(check_field("hostname", Some("gw-01")).is_ok());
+        assert!(check_field("hostname", Some(&"x".repeat(256))).is_err());
+        assert!(check_field("hostname", Some("a\nb")).is_err());
+    }
+}

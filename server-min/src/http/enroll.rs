@@ -1,0 +1,53 @@
+//! `POST /api/devices/{id}/enroll`.
+
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use nexa_proto::{DeviceId, EnrollRequest, EnrollResponse, ErrorCode};
+
+use super::AppState;
+use super::body::parse_json;
+use super::error::ApiError;
+use crate::enroll::{EnrollInput, Outcome};
+
+pub async fn enroll(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    path: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
+    let Path(raw_id) = path.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidDeviceId,
+            format!("device id in the path is unreadable: {e}"),
+        )
+    })?;
+    let id = DeviceId::parse(&raw_id).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidDeviceId,
+            e.to_string(),
+        )
+    })?;
+    let request: EnrollRequest = parse_json(&headers, body)?;
+    let source = Some(peer.ip().to_string());
+    let (response, outcome) = state
+        .enroll
+        .enroll(EnrollInput {
+            id,
+            request,
+            source,
+        })
+        .await?;
+    let status = match outcome {
+        Outcome::Created => StatusCode::CREATED,
+        Outcome::Repeated | Outcome::Reenrolled => StatusCode::OK,
+    };
+    Ok((status, Json(response)))
+}

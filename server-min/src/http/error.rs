@@ -1,0 +1,116 @@
+//! The one place domain errors become HTTP responses.
+//!
+//! Every error is `{"error":{"code","message"}}`. Client mistakes get 4xx with a message that
+//! says what to fix; server faults get 500 with a generic message and the full cause in the
+//! log only.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use nexa_proto::{ErrorBody, ErrorCode, ErrorDetail};
+
+use crate::ca::SignerError;
+use crate::enroll::EnrollError;
+
+/// An API error response.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: ErrorCode,
+    pub message: String,
+    pub retry_after_secs: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+        };
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+impl From<EnrollError> for ApiError {
+    fn from(e: EnrollError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        match e {
+            EnrollError::Csr(c) => ApiError::new(S::UNPROCESSABLE_ENTITY, c.code, c.message),
+            EnrollError::WgKey(_) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::InvalidWireguardKey, msg)
+            }
+            EnrollError::InvalidField { .. } => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::InvalidField, msg)
+            }
+            EnrollError::NotRegistered(_) => {
+                ApiError::new(S::FORBIDDEN, ErrorCode::DeviceNotRegistered, msg)
+            }
+            EnrollError::AlreadyEnrolled(_) => {
+                ApiError::new(S::CONFLICT, ErrorCode::DeviceAlreadyEnrolled, msg)
+            }
+            EnrollError::WgKeyInUse => {
+                ApiError::new(S::CONFLICT, ErrorCode::WireguardKeyInUse, msg)
+            }
+            EnrollError::PoolExhausted(_) => {
+                tracing::error!("{msg}; enlarge WG_SUBNET's pool or remove devices");
+                ApiError {
+                    retry_after_secs: Some(300),
+                    ..ApiError::new(S::SERVICE_UNAVAILABLE, ErrorCode::AddressPoolExhausted, msg)
+                }
+            }
+            EnrollError::Signer(SignerError::Unavailable { retry_after, .. }) => {
+                tracing::warn!("{msg}");
+                ApiError {
+                    retry_after_secs: Some(retry_after.as_secs().max(1)),
+                    ..ApiError::new(S::SERVICE_UNAVAILABLE, ErrorCode::SignerUnavailable, msg)
+                }
+            }
+            EnrollError::Signer(SignerError::Rejected { .. }) => {
+                ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::CsrMalformed, msg)
+            }
+            EnrollError::Contention(_) => {
+                tracing::warn!("{msg}");
+                ApiError {
+                    retry_after_secs: Some(1),
+                    ..ApiError::new(S::SERVICE_UNAVAILABLE, ErrorCode::TryAgain, msg)
+                }
+            }
+            EnrollError::Signer(SignerError::Internal(_)) | EnrollError::Db(_) => internal(&e),
+        }
+    }
+}
+
+/// Logs the full error chain and answers a generic 500.
+pub fn internal(e: &dyn std::error::Error) -> ApiError {
+    let mut chain = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    tracing::error!(error = %chain, "internal error");
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        ErrorCode::Internal,
+        "internal error; the bridge log has the details",
+    )
+}

@@ -1,0 +1,52 @@
+//! The HTTP API: routing, limits and the JSON error contract.
+
+pub mod body;
+pub mod enroll;
+pub mod error;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+use crate::enroll::EnrollService;
+use error::ApiError;
+use nexa_proto::ErrorCode;
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub enroll: Arc<EnrollService>,
+}
+
+/// Builds the router. `max_body` bounds every request body.
+pub fn router(state: AppState, max_body: usize) -> Router {
+    Router::new()
+        .route("/api/devices/{id}/enroll", post(enroll::enroll))
+        .route("/healthz", get(healthz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+async fn healthz() -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        ErrorCode::NotFound,
+        format!("no such endpoint: {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}

@@ -1,0 +1,18 @@
+//! `nexa-server`: the Nexa bridge.
+//!
+//! See ARCHITECTURE.md at the repository root for the map of modules and the enrollment flow.
+
+pub mod ca;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod csr;
+pub mod datadir;
+pub mod db;
+pub mod duration;
+pub mod enroll;
+pub mod http;
+pub mod init;
+pub mod serve;
+pub mod tls;
+pub mod wg;

@@ -1,0 +1,118 @@
+//! `nexa-server serve`: initialise if needed, then run the HTTPS API until SIGTERM/SIGINT.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+
+use crate::ca::builtin::{BuiltinCa, CaError};
+use crate::clock::SystemClock;
+use crate::config::Settings;
+use crate::datadir::DataDir;
+use crate::enroll::EnrollService;
+use crate::http::{AppState, router};
+use crate::init::{InitError, ensure_initialized};
+use crate::tls::{self, TlsError};
+
+/// Errors that stop the server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Init(#[from] InitError),
+    #[error(transparent)]
+    Ca(#[from] CaError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "cannot listen on {addr}: {source}; choose another address with --listen or NEXA_LISTEN"
+    )]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTPS server failed: {0}")]
+    Server(std::io::Error),
+}
+
+/// Runs the bridge. Prints the bound address and the root fingerprint on stdout once it
+/// accepts connections (the first line is `nexa-server listening on https://ADDR`).
+pub async fn serve(settings: Settings) -> Result<(), ServeError> {
+    let (report, db) = ensure_initialized(&settings).await?;
+    let dir = DataDir::new(&settings.data_dir);
+    let ca = BuiltinCa::load(&dir, settings.cert_lifetime)?;
+    let tls = tls::server_config(&dir, &ca, &settings.tls_sans, settings.tls_files.as_ref())?;
+    let gateway_key = settings
+        .wg
+        .public_key_override
+        .clone()
+        .unwrap_or(report.gateway_public_key);
+    if settings.wg.endpoint_defaulted {
+        tracing::warn!(endpoint = %settings.wg.endpoint, "WG_SERVER_ENDPOINT is not set; devices are told this local default");
+    }
+    let service = EnrollService::new(
+        db.clone(),
+        Arc::new(ca),
+        settings.wg.clone(),
+        gateway_key,
+        Arc::new(SystemClock),
+    );
+    let app = router(
+        AppState {
+            enroll: Arc::new(service),
+        },
+        settings.max_body_bytes,
+    );
+
+    let listener =
+        std::net::TcpListener::bind(settings.listen).map_err(|source| ServeError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|source| ServeError::Bind {
+            addr: settings.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: settings.listen,
+        source,
+    })?;
+
+    let handle: Handle<SocketAddr> = Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    let mut server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
+        .map_err(|source| ServeError::Bind { addr, source })?
+        .handle(handle);
+    server.http_builder().http1().keep_alive(true);
+
+    println!("nexa-server listening on https://{addr}");
+    println!("root CA fingerprint: {}", report.root_fingerprint);
+    tracing::info!(%addr, fingerprint = %report.root_fingerprint, subnet = %settings.wg.pool.subnet(), "serving");
+    server
+        .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+        .await
+        .map_err(ServeError::Server)?;
+    db.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_on_signal(handle: Handle<SocketAddr>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop the server with SIGKILL");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}

@@ -1,0 +1,4 @@
+//! WireGuard on the bridge side: the address pool and the gateway's identity.
+
+pub mod gateway;
+pub mod pool;
