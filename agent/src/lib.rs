@@ -1,1 +1,18 @@
+//! `nexa-agent`: the Nexa device agent.
+//!
+//! See ARCHITECTURE.md at the repository root for the map of modules, the enrollment flow and
+//! the invariants of the certs directory.
 
+pub mod atomic;
+pub mod backoff;
+pub mod bridge;
+pub mod certs;
+pub mod cli;
+pub mod config;
+pub mod device_id;
+pub mod enroll;
+pub mod error;
+pub mod keys;
+pub mod status;
+pub mod trust;
+pub mod verify;

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod device_id;
+pub mod duration;
 pub mod error_code;
 pub mod fingerprint;
 pub mod wireguard;

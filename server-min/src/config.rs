@@ -14,8 +14,8 @@ use ipnet::IpNet;
 use nexa_proto::WgPublicKey;
 use serde::Deserialize;
 
-use crate::duration::parse_duration;
 use crate::wg::pool::{AddressPool, PoolError};
+use nexa_proto::duration::parse_duration;
 
 pub const DEFAULT_DATA_DIR: &str = "./nexa-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";

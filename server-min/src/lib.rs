@@ -9,7 +9,6 @@ pub mod config;
 pub mod csr;
 pub mod datadir;
 pub mod db;
-pub mod duration;
 pub mod enroll;
 pub mod http;
 pub mod init;

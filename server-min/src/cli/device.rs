@@ -10,7 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{CliError, operator};
 use crate::db::{Db, QueryContext, audit, certificates, devices, unix_now};
-use crate::duration::parse_duration;
+use nexa_proto::duration::parse_duration;
 
 #[derive(Debug, Subcommand)]
 pub enum DeviceCommand {

@@ -1,0 +1,58 @@
+//! Exponential backoff with full jitter, as a pure function of the attempt number.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Retry policy for calls to the bridge.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub initial: Duration,
+    pub max: Duration,
+    /// Give up once this much time has passed since the first attempt (zero: one attempt).
+    pub give_up_after: Duration,
+}
+
+impl Backoff {
+    /// The ceiling of the delay before attempt `attempt + 1` (attempt counts from 0).
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = 1u32.checked_shl(attempt.min(20)).unwrap_or(u32::MAX);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+
+    /// A random delay in `[ceiling/2, ceiling]`, never below a server's `Retry-After`.
+    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+        let ceiling = self.ceiling(attempt);
+        let half = ceiling / 2;
+        let jitter =
+            rand::rng().random_range(0..=half.as_millis().min(u128::from(u64::MAX)) as u64);
+        let d = half + Duration::from_millis(jitter);
+        retry_after.map_or(d, |r| d.max(r.min(self.max)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grows_exponentially_and_is_capped() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(60),
+            give_up_after: Duration::ZERO,
+        };
+        let ceilings: Vec<u64> = (0..8).map(|a| b.ceiling(a).as_secs()).collect();
+        assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(b.ceiling(1000), Duration::from_secs(60));
+        for attempt in 0..10 {
+            let d = b.delay(attempt, None);
+            assert!(
+                d >= b.ceiling(attempt) / 2 && d <= b.ceiling(attempt),
+                "attempt {attempt}: {d:?}"
+            );
+        }
+        assert!(b.delay(0, Some(Duration::from_secs(30))) >= Duration::from_secs(30));
+        assert!(b.delay(0, Some(Duration::from_secs(3600))) <= Duration::from_secs(60));
+    }
+}

@@ -1,0 +1,279 @@
+//! The certs directory: what lives there, how it is checked, and the order it is written in.
+//!
+//! ```text
+//! /certs/device.key     0600  EC P-256 private key (PKCS#8 PEM)
+//! /certs/device.crt     0644  device certificate, CN = device id
+//! /certs/ca-chain.crt   0644  issuing CA, then root
+//! /certs/wg0.conf       0600  complete wg-quick file, with the local PrivateKey
+//! /certs/enrolled       0644  idempotency flag (JSON), written last
+//! /certs/.staging/      0700  keys generated for an enrollment not yet completed
+//! ```
+//!
+//! Invariants: keys are generated and written to `.staging` before the bridge is called, so a
+//! retry after a crash sends the same public keys (and the bridge answers idempotently); a
+//! working set is overwritten only after the bridge accepted and the new material verified;
+//! `enrolled` is written last and `.staging` removed after it.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nexa_proto::{DeviceId, Fingerprint};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use crate::atomic::{FsError, ensure_dir, read_optional, sync_dir, write_atomic};
+use crate::keys::{DeviceKey, KeyError, WgKeyPair};
+use crate::verify::{CertFacts, verify_device_cert};
+
+pub const MODE_SECRET: u32 = 0o600;
+pub const MODE_PUBLIC: u32 = 0o644;
+
+/// The idempotency flag, `/certs/enrolled`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnrolledFlag {
+    pub version: u32,
+    pub device_id: String,
+    /// RFC 3339.
+    pub enrolled_at: String,
+    pub bridge: String,
+    pub root_fingerprint: String,
+    pub serial: String,
+    /// RFC 3339.
+    pub not_after: String,
+    pub address: String,
+    pub profile_revision: u64,
+}
+
+pub const FLAG_VERSION: u32 = 1;
+
+/// What the certs directory holds for a device.
+#[derive(Debug, Clone)]
+pub enum Current {
+    /// Complete and verified.
+    Valid { flag: EnrolledFlag, cert: CertFacts },
+    /// Never enrolled (no flag).
+    Missing,
+    /// A flag exists but the set does not hold up; the reason says why.
+    Invalid { reason: String },
+}
+
+/// Failures reading or writing the certs directory.
+#[derive(Debug, thiserror::Error)]
+pub enum CertsError {
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("cannot encode the enrolled flag: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// The certs directory.
+#[derive(Debug, Clone)]
+pub struct CertsDir {
+    root: PathBuf,
+}
+
+impl CertsDir {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+    pub fn device_key(&self) -> PathBuf {
+        self.root.join("device.key")
+    }
+    pub fn device_cert(&self) -> PathBuf {
+        self.root.join("device.crt")
+    }
+    pub fn ca_chain(&self) -> PathBuf {
+        self.root.join("ca-chain.crt")
+    }
+    pub fn wg_conf(&self) -> PathBuf {
+        self.root.join("wg0.conf")
+    }
+    pub fn flag(&self) -> PathBuf {
+        self.root.join("enrolled")
+    }
+    pub fn staging(&self) -> PathBuf {
+        self.root.join(".staging")
+    }
+    fn staged_device_key(&self) -> PathBuf {
+        self.staging().join("device.key")
+    }
+    fn staged_wg_key(&self) -> PathBuf {
+        self.staging().join("wg.key")
+    }
+
+    pub fn read_flag(&self) -> Result<Option<Result<EnrolledFlag, String>>, FsError> {
+        Ok(read_optional(&self.flag())?.map(|text| {
+            serde_json::from_str::<EnrolledFlag>(&text)
+                .map_err(|e| format!("{} is unreadable: {e}", self.flag().display()))
+        }))
+    }
+
+    /// Checks the working set for device `id`. `pin` defaults to the flag's own record.
+    pub fn check(
+        &self,
+        id: Option<&DeviceId>,
+        pin: Option<Fingerprint>,
+        now: SystemTime,
+    ) -> Result<Current, CertsError> {
+        let flag = match self.read_flag()? {
+            None => return Ok(Current::Missing),
+            Some(Err(reason)) => return Ok(Current::Invalid { reason }),
+            Some(Ok(flag)) => flag,
+        };
+        let invalid = |reason: String| Ok(Current::Invalid { reason });
+        let flag_id = match DeviceId::parse(&flag.device_id) {
+            Ok(fid) => fid,
+            Err(e) => return invalid(format!("the enrolled flag names an invalid device id: {e}")),
+        };
+        if let Some(id) = id
+            && *id != flag_id
+        {
+            return invalid(format!(
+                "{} belongs to device {flag_id}, but this device is {id}",
+                self.root.display()
+            ));
+        }
+        let pin = match pin
+            .map(Ok)
+            .unwrap_or_else(|| Fingerprint::parse(&flag.root_fingerprint))
+        {
+            Ok(p) => p,
+            Err(e) => return invalid(format!("the enrolled flag has a bad root fingerprint: {e}")),
+        };
+        let (Some(key_pem), Some(cert_pem), Some(chain_pem), Some(_)) = (
+            read_optional(&self.device_key())?,
+            read_optional(&self.device_cert())?,
+            read_optional(&self.ca_chain())?,
+            read_optional(&self.wg_conf())?,
+        ) else {
+            return invalid(
+                "one of device.key, device.crt, ca-chain.crt, wg0.conf is missing".into(),
+            );
+        };
+        let key = match DeviceKey::from_pem(
+            Zeroizing::new(key_pem),
+            &self.device_key().display().to_string(),
+        ) {
+            Ok(k) => k,
+            Err(e) => return invalid(e.to_string()),
+        };
+        match verify_device_cert(&cert_pem, &chain_pem, pin, &flag_id, &key.spki_der(), now) {
+            Ok(cert) if cert.serial_hex == flag.serial => Ok(Current::Valid { flag, cert }),
+            Ok(cert) => invalid(format!(
+                "device.crt has serial {} but the flag records {}",
+                cert.serial_hex, flag.serial
+            )),
+            Err(e) => invalid(format!("device.crt: {e}")),
+        }
+    }
+
+    /// Keys staged by an earlier, unfinished enrollment.
+    pub fn staged_keys(&self) -> Result<Option<(DeviceKey, WgKeyPair)>, CertsError> {
+        let (Some(dk), Some(wk)) = (
+            read_optional(&self.staged_device_key())?,
+            read_optional(&self.staged_wg_key())?,
+        ) else {
+            return Ok(None);
+        };
+        let dk = DeviceKey::from_pem(
+            Zeroizing::new(dk),
+            &self.staged_device_key().display().to_string(),
+        )?;
+        let wk = WgKeyPair::from_private_b64(
+            &Zeroizing::new(wk),
+            &self.staged_wg_key().display().to_string(),
+        )?;
+        Ok(Some((dk, wk)))
+    }
+
+    /// The working set's keys, if both are present and parse.
+    pub fn current_keys(&self) -> Result<Option<(DeviceKey, WgKeyPair)>, CertsError> {
+        let (Some(dk), Some(conf)) = (
+            read_optional(&self.device_key())?,
+            read_optional(&self.wg_conf())?,
+        ) else {
+            return Ok(None);
+        };
+        let conf = Zeroizing::new(conf);
+        let Some(private) = wg_private_key_of(&conf) else {
+            return Ok(None);
+        };
+        let Ok(dk) = DeviceKey::from_pem(Zeroizing::new(dk), "device.key") else {
+            return Ok(None);
+        };
+        let Ok(wk) = WgKeyPair::from_private_b64(private, "wg0.conf") else {
+            return Ok(None);
+        };
+        Ok(Some((dk, wk)))
+    }
+
+    /// Persists keys for an enrollment about to be attempted.
+    pub fn stage_keys(&self, dk: &DeviceKey, wk: &WgKeyPair) -> Result<(), CertsError> {
+        ensure_dir(&self.root, 0o755)?;
+        ensure_dir(&self.staging(), 0o700)?;
+        write_atomic(&self.staged_device_key(), dk.pem().as_bytes(), MODE_SECRET)?;
+        write_atomic(
+            &self.staged_wg_key(),
+            format!("{}\n", wk.private_b64()).as_bytes(),
+            MODE_SECRET,
+        )?;
+        Ok(())
+    }
+
+    /// Writes the working set, flag last, then drops the staging area.
+    pub fn install(&self, set: &WorkingSet<'_>) -> Result<Vec<PathBuf>, CertsError> {
+        ensure_dir(&self.root, 0o755)?;
+        let mut flag_bytes = serde_json::to_vec_pretty(set.flag)?;
+        flag_bytes.push(b'\n');
+        let files: [(PathBuf, &[u8], u32); 5] = [
+            (
+                self.device_key(),
+                set.device_key_pem.as_bytes(),
+                MODE_SECRET,
+            ),
+            (self.wg_conf(), set.wg_conf.as_bytes(), MODE_SECRET),
+            (self.device_cert(), set.cert_pem.as_bytes(), MODE_PUBLIC),
+            (self.ca_chain(), set.chain_pem.as_bytes(), MODE_PUBLIC),
+            (self.flag(), &flag_bytes, MODE_PUBLIC),
+        ];
+        let mut written = Vec::with_capacity(files.len());
+        for (path, bytes, mode) in files {
+            write_atomic(&path, bytes, mode)?;
+            written.push(path);
+        }
+        self.clear_staging()?;
+        Ok(written)
+    }
+
+    /// Removes `.staging` (after a completed enrollment).
+    pub fn clear_staging(&self) -> Result<(), CertsError> {
+        match std::fs::remove_dir_all(self.staging()) {
+            Ok(()) => Ok(sync_dir(&self.root)?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(FsError::new("cannot remove", &self.staging(), e).into()),
+        }
+    }
+}
+
+/// Everything written on a successful enrollment.
+#[derive(Debug)]
+pub struct WorkingSet<'a> {
+    pub device_key_pem: &'a str,
+    pub cert_pem: &'a str,
+    pub chain_pem: &'a str,
+    pub wg_conf: &'a str,
+    pub flag: &'a EnrolledFlag,
+}
+
+/// The `PrivateKey =` value of a wg-quick file.
+pub fn wg_private_key_of(conf: &str) -> Option<&str> {
+    conf.lines().find_map(|line| {
+        let (k, v) = line.split_once('=')?;
+        (k.trim() == "PrivateKey").then(|| v.trim())
+    })
+}

@@ -1,0 +1,200 @@
+//! Command line of `nexa-agent`: argument types, dispatch and what each command prints.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use nexa_proto::duration::parse_duration;
+
+use crate::backoff::Backoff;
+use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Overrides};
+use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
+use crate::error::{AgentError, exit};
+use crate::status::{render, status};
+
+const EXIT_HELP: &str = "Exit status: 0 success (or already enrolled); 1 local failure, or for `status` \
+not enrolled; 2 usage or configuration error; 3 the bridge refused (4xx); 4 the bridge or its answer \
+is not trusted (fingerprint or chain mismatch); 5 the bridge stayed unreachable or unavailable.";
+
+#[derive(Debug, Parser)]
+#[command(name = "nexa-agent", version, about = "Nexa device agent", after_help = EXIT_HELP)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "NEXA_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Bridge base URL, e.g. https://bridge.example.com:8443.
+    #[arg(long, global = true, env = "NEXA_BRIDGE_URL", value_name = "URL")]
+    pub bridge_url: Option<String>,
+    /// SHA-256 fingerprint of the bridge's root CA (`nexa-server ca fingerprint`).
+    #[arg(long, global = true, env = "NEXA_ROOT_FINGERPRINT", value_name = "HEX")]
+    pub root_fingerprint: Option<String>,
+    /// Device id (default: factory file, DMI serial, device-tree serial, machine-id).
+    #[arg(long, global = true, env = "NEXA_DEVICE_ID", value_name = "ID")]
+    pub device_id: Option<String>,
+    /// Where certificates, keys and the WireGuard profile live.
+    #[arg(long, global = true, env = "NEXA_CERTS_DIR", value_name = "DIR")]
+    pub certs_dir: Option<PathBuf>,
+    /// Log filter, e.g. info or nexa_agent=debug.
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Enroll this device at the bridge (does nothing if already enrolled).
+    Enroll {
+        /// Re-enroll with new keys, keeping the device id (needs the bridge's permission).
+        #[arg(long)]
+        force: bool,
+        /// Keep retrying an unreachable or unavailable bridge this long (0: try once).
+        #[arg(
+            long,
+            env = "NEXA_ENROLL_RETRY_FOR",
+            default_value = "5m",
+            value_name = "DURATION"
+        )]
+        retry_for: String,
+    },
+    /// Show enrollment state, device id, address and certificate expiry.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
+    let (path, required) = match &cli.config {
+        Some(p) => (p.clone(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+    };
+    let over = Overrides {
+        bridge_url: cli.bridge_url.clone(),
+        root_fingerprint: cli.root_fingerprint.clone(),
+        device_id: cli.device_id.clone(),
+        certs_dir: cli.certs_dir.clone(),
+    };
+    Ok(AgentConfig::load(&path, required, over)?)
+}
+
+/// Runs a command; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let sysroot = PathBuf::from("/");
+    match cli.command {
+        Command::Enroll { force, retry_for } => {
+            let give_up_after = if retry_for.trim() == "0" {
+                Duration::ZERO
+            } else {
+                match parse_duration(&retry_for) {
+                    Ok(d) => d,
+                    Err(e) => {
+                        eprintln!("nexa-agent: --retry-for / NEXA_ENROLL_RETRY_FOR: {e}");
+                        return ExitCode::from(exit::USAGE);
+                    }
+                }
+            };
+            let backoff = Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(60),
+                give_up_after,
+            };
+            match enroll(
+                &cfg,
+                &EnrollOptions {
+                    force,
+                    backoff,
+                    sysroot,
+                },
+            )
+            .await
+            {
+                Ok(outcome) => {
+                    print_outcome(&outcome);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Status { json } => match status(&cfg, &sysroot) {
+            Ok(st) => {
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+                } else {
+                    print!("{}", render(&st));
+                }
+                if st.is_enrolled() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(exit::FAILURE)
+                }
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn fail(e: &AgentError) -> ExitCode {
+    eprintln!("nexa-agent: {e}");
+    e.to_exit_code()
+}
+
+fn print_outcome(outcome: &EnrollOutcome) {
+    match outcome {
+        EnrollOutcome::AlreadyEnrolled { id, flag, cert } => {
+            println!(
+                "already enrolled as {id} (address {}, certificate {} valid until {}); nothing to do. \
+                 Use `nexa-agent enroll --force` to re-enroll with new keys.",
+                flag.address, cert.serial_hex, flag.not_after
+            );
+        }
+        EnrollOutcome::Enrolled {
+            id,
+            id_source,
+            status,
+            flag,
+            cert: _,
+            keys,
+            written,
+        } => {
+            println!(
+                "enrolled {id} (device id from {}) at {} — {status}",
+                id_source.describe(),
+                flag.bridge
+            );
+            println!(
+                "verified: certificate chain ends in the pinned root {}",
+                flag.root_fingerprint
+            );
+            println!(
+                "verified: certificate is for CN={id}, valid for client authentication, and matches device.key"
+            );
+            println!(
+                "keys: {}",
+                match keys {
+                    crate::enroll::KeyOrigin::Generated => "generated on this device",
+                    crate::enroll::KeyOrigin::Staged => "reused from an unfinished enrollment",
+                    crate::enroll::KeyOrigin::WorkingSet => "reused from the existing set",
+                }
+            );
+            for path in written {
+                println!("wrote {}", path.display());
+            }
+            println!(
+                "address {} · certificate serial {} · not after {} · profile revision {}",
+                flag.address, flag.serial, flag.not_after, flag.profile_revision
+            );
+        }
+    }
+}

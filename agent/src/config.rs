@@ -1,0 +1,232 @@
+//! Agent configuration: `/etc/nexa/agent.toml`, overridden by `NEXA_*` environment variables,
+//! overridden by flags.
+//!
+//! A device needs only two facts to enroll: the bridge URL and the SHA-256 fingerprint of the
+//! bridge's root CA. Unknown keys in the file are warned about, not rejected, so an older
+//! agent (after an A/B rollback) still starts with a newer image's configuration.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use nexa_proto::Fingerprint;
+use reqwest::Url;
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/nexa/agent.toml";
+pub const DEFAULT_CERTS_DIR: &str = "/certs";
+
+/// The file, as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct FileConfig {
+    pub bridge_url: Option<String>,
+    pub root_fingerprint: Option<String>,
+    pub device_id: Option<String>,
+    pub certs_dir: Option<PathBuf>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, toml::Value>,
+}
+
+/// Values from flags and environment (clap merges those two).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub bridge_url: Option<String>,
+    pub root_fingerprint: Option<String>,
+    pub device_id: Option<String>,
+    pub certs_dir: Option<PathBuf>,
+}
+
+/// A configuration problem naming the key and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("no bridge URL: set bridge_url in {file}, NEXA_BRIDGE_URL, or --bridge-url")]
+    MissingBridgeUrl { file: String },
+    #[error("bridge URL {value:?} is invalid: {reason}")]
+    BadBridgeUrl { value: String, reason: String },
+    #[error(
+        "no root fingerprint: set root_fingerprint in {file}, NEXA_ROOT_FINGERPRINT, or --root-fingerprint (print it on the bridge with `nexa-server ca fingerprint`)"
+    )]
+    MissingFingerprint { file: String },
+    #[error("root fingerprint {value:?} is invalid: {source}")]
+    BadFingerprint {
+        value: String,
+        source: nexa_proto::FingerprintError,
+    },
+}
+
+/// Everything `enroll` needs to reach and trust the bridge.
+#[derive(Debug, Clone)]
+pub struct BridgeSettings {
+    pub url: Url,
+    pub root_fingerprint: Fingerprint,
+}
+
+/// The merged configuration.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub file_path: PathBuf,
+    pub bridge_url: Option<String>,
+    pub root_fingerprint: Option<String>,
+    pub device_id: Option<String>,
+    pub certs_dir: PathBuf,
+}
+
+impl AgentConfig {
+    /// Reads `path` (a missing file is an empty one unless `required`) and applies overrides.
+    pub fn load(path: &Path, required: bool, over: Overrides) -> Result<Self, ConfigError> {
+        let file = match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                FileConfig::default()
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        };
+        for key in file.unknown.keys() {
+            tracing::warn!(file = %path.display(), key, "unknown configuration key ignored");
+        }
+        Ok(Self {
+            file_path: path.to_owned(),
+            bridge_url: over.bridge_url.or(file.bridge_url),
+            root_fingerprint: over.root_fingerprint.or(file.root_fingerprint),
+            device_id: over.device_id.or(file.device_id),
+            certs_dir: over
+                .certs_dir
+                .or(file.certs_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_CERTS_DIR)),
+        })
+    }
+
+    /// The root fingerprint, if configured, validated.
+    pub fn fingerprint(&self) -> Result<Option<Fingerprint>, ConfigError> {
+        self.root_fingerprint
+            .as_deref()
+            .map(|v| {
+                Fingerprint::parse(v).map_err(|source| ConfigError::BadFingerprint {
+                    value: v.to_owned(),
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// Bridge URL and fingerprint, both required.
+    pub fn bridge(&self) -> Result<BridgeSettings, ConfigError> {
+        let file = self.file_path.display().to_string();
+        let raw = self
+            .bridge_url
+            .as_deref()
+            .ok_or_else(|| ConfigError::MissingBridgeUrl { file: file.clone() })?;
+        let url = parse_bridge_url(raw)?;
+        let root_fingerprint = self
+            .fingerprint()?
+            .ok_or(ConfigError::MissingFingerprint { file })?;
+        Ok(BridgeSettings {
+            url,
+            root_fingerprint,
+        })
+    }
+}
+
+fn parse_bridge_url(raw: &str) -> Result<Url, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadBridgeUrl {
+        value: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "https" {
+        return Err(bad("the bridge is only reached over https://"));
+    }
+    if url.host().is_none() {
+        return Err(bad("it has no host"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    // Make the path a directory so joining `api/...` keeps any prefix.
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("agent.toml");
+        std::fs::write(&p, text).unwrap();
+        (tmp, p)
+    }
+
+    #[test]
+    fn overrides_win_over_file_and_unknown_keys_are_tolerated() {
+        let fp = "a".repeat(64);
+        let (_t, p) = write(&format!(
+            "bridge_url = \"https://file.example:8443\"\nroot_fingerprint = \"{fp}\"\ncerts_dir = \"/file/certs\"\nfuture_option = 1\n"
+        ));
+        let over = Overrides {
+            bridge_url: Some("https://flag.example/prefix".into()),
+            ..Default::default()
+        };
+        let cfg = AgentConfig::load(&p, true, over).unwrap();
+        let b = cfg.bridge().unwrap();
+        assert_eq!(b.url.as_str(), "https://flag.example/prefix/");
+        assert_eq!(b.root_fingerprint.to_string(), fp);
+        assert_eq!(cfg.certs_dir, PathBuf::from("/file/certs"));
+    }
+
+    #[test]
+    fn missing_and_bad_values_say_how_to_fix() {
+        let cfg = AgentConfig::load(
+            Path::new("/nonexistent/agent.toml"),
+            false,
+            Overrides::default(),
+        )
+        .unwrap();
+        let err = cfg.bridge().unwrap_err().to_string();
+        assert!(err.contains("NEXA_BRIDGE_URL"), "{err}");
+        let over = Overrides {
+            bridge_url: Some("http://x".into()),
+            ..Default::default()
+        };
+        let cfg = AgentConfig::load(Path::new("/nonexistent"), false, over).unwrap();
+        assert!(cfg.bridge().unwrap_err().to_string().contains("https://"));
+        let over = Overrides {
+            bridge_url: Some("https://x".into()),
+            root_fingerprint: Some("abc".into()),
+            ..Default::default()
+        };
+        let cfg = AgentConfig::load(Path::new("/nonexistent"), false, over).unwrap();
+        assert!(cfg.bridge().unwrap_err().to_string().contains("\"abc\""));
+        let (_t, p) = write("bridge_url = [");
+        let err = AgentConfig::load(&p, true, Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("agent.toml"), "{err}");
+        assert!(
+            AgentConfig::load(
+                Path::new("/nonexistent/agent.toml"),
+                true,
+                Overrides::default()
+            )
+            .is_err()
+        );
+    }
+}

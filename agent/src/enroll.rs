@@ -1,0 +1,229 @@
+//! `nexa-agent enroll`: from nothing (or a broken set) to a complete, verified certs directory.
+//!
+//! 1. Resolve the device id and check the certs directory; a valid set ends here (exit 0, no
+//!    request) unless `--force`.
+//! 2. Choose keys: staged keys from an unfinished attempt, else (without `--force`) the working
+//!    set's keys when its certificate is still this device's, else fresh ones. Persist them to
+//!    `.staging` *before* calling the bridge.
+//! 3. Call the bridge, retrying network errors and 5xx/429 with backoff; stop at once on 4xx
+//!    or a trust failure.
+//! 4. Verify the answer: chain to the pinned root, client-auth usage, CN, key match.
+//! 5. Write the working set atomically, `enrolled` last, then drop `.staging`.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime};
+
+use nexa_proto::wireguard::render_wg_quick;
+use nexa_proto::{DeviceId, EnrollRequest, WgPublicKey};
+use reqwest::StatusCode;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::backoff::Backoff;
+use crate::bridge::{BridgeClient, BridgeError, Enrolled};
+use crate::certs::{CertsDir, Current, EnrolledFlag, FLAG_VERSION, WorkingSet};
+use crate::config::AgentConfig;
+use crate::device_id::{IdSource, resolve_device_id};
+use crate::error::AgentError;
+use crate::keys::{DeviceKey, WgKeyPair};
+use crate::verify::CertFacts;
+
+/// Options of one `enroll` run.
+#[derive(Debug, Clone)]
+pub struct EnrollOptions {
+    pub force: bool,
+    pub backoff: Backoff,
+    /// `/` in production; device-id sources are read below it.
+    pub sysroot: PathBuf,
+}
+
+/// Where the keys sent to the bridge came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyOrigin {
+    Generated,
+    Staged,
+    WorkingSet,
+}
+
+/// What `enroll` did.
+#[derive(Debug)]
+pub enum EnrollOutcome {
+    AlreadyEnrolled {
+        id: DeviceId,
+        flag: EnrolledFlag,
+        cert: CertFacts,
+    },
+    Enrolled {
+        id: DeviceId,
+        id_source: IdSource,
+        status: StatusCode,
+        flag: EnrolledFlag,
+        cert: CertFacts,
+        keys: KeyOrigin,
+        written: Vec<PathBuf>,
+    },
+}
+
+/// Runs enrollment.
+pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOutcome, AgentError> {
+    let bridge = cfg.bridge()?;
+    let (id, id_source) = resolve_device_id(&opts.sysroot, cfg.device_id.as_deref())?;
+    let certs = CertsDir::new(&cfg.certs_dir);
+    let current = certs.check(Some(&id), Some(bridge.root_fingerprint), SystemTime::now())?;
+    match current {
+        Current::Valid { flag, cert } if !opts.force => {
+            return Ok(EnrollOutcome::AlreadyEnrolled { id, flag, cert });
+        }
+        Current::Invalid { ref reason } => {
+            tracing::warn!(%reason, "the existing enrollment is not usable; enrolling again")
+        }
+        _ => {}
+    }
+
+    let (device_key, wg_key, origin) = choose_keys(&certs, &id, opts.force)?;
+    certs.stage_keys(&device_key, &wg_key)?;
+    tracing::info!(device = %id, source = id_source.describe(), keys = ?origin, "enrolling");
+
+    let request = EnrollRequest {
+        csr_pem: device_key.csr_pem(&id)?,
+        wg_public_key: wg_key.public().to_base64(),
+        machine_uid: read_first_line(&opts.sysroot.join("etc/machine-id")),
+        hostname: read_first_line(&opts.sysroot.join("proc/sys/kernel/hostname"))
+            .or_else(|| read_first_line(&opts.sysroot.join("etc/hostname"))),
+    };
+    let client = BridgeClient::new(&bridge)?;
+    let Enrolled { status, response } =
+        with_retry(opts.backoff, || client.enroll(&id, &request)).await?;
+
+    if response.device_id != id.as_str() {
+        return Err(AgentError::Inconsistent(format!(
+            "it is for device {:?}, not {id}",
+            response.device_id
+        )));
+    }
+    let cert = crate::verify::verify_device_cert(
+        &response.certificate_pem,
+        &response.ca_chain_pem,
+        bridge.root_fingerprint,
+        &id,
+        &device_key.spki_der(),
+        SystemTime::now(),
+    )?;
+    WgPublicKey::parse(&response.wireguard.server_public_key)
+        .map_err(|e| AgentError::Inconsistent(format!("gateway public key: {e}")))?;
+    if response.wireguard.address.is_empty() || response.wireguard.endpoint.is_empty() {
+        return Err(AgentError::Inconsistent(
+            "the WireGuard profile has no address or endpoint".into(),
+        ));
+    }
+
+    let wg_conf = render_wg_quick(&response.wireguard, Some(wg_key.private_b64()));
+    let flag = EnrolledFlag {
+        version: FLAG_VERSION,
+        device_id: id.to_string(),
+        enrolled_at: OffsetDateTime::now_utc()
+            .format(&Rfc3339)
+            .unwrap_or_default(),
+        bridge: bridge.url.to_string(),
+        root_fingerprint: bridge.root_fingerprint.to_string(),
+        serial: cert.serial_hex.clone(),
+        not_after: cert.not_after.format(&Rfc3339).unwrap_or_default(),
+        address: response.wireguard.address.clone(),
+        profile_revision: response.profile_revision,
+    };
+    let written = certs.install(&WorkingSet {
+        device_key_pem: device_key.pem(),
+        cert_pem: &response.certificate_pem,
+        chain_pem: &response.ca_chain_pem,
+        wg_conf: &wg_conf,
+        flag: &flag,
+    })?;
+    tracing::info!(device = %id, address = %flag.address, serial = %flag.serial, "enrolled");
+    Ok(EnrollOutcome::Enrolled {
+        id,
+        id_source,
+        status,
+        flag,
+        cert,
+        keys: origin,
+        written,
+    })
+}
+
+fn choose_keys(
+    certs: &CertsDir,
+    id: &DeviceId,
+    force: bool,
+) -> Result<(DeviceKey, WgKeyPair, KeyOrigin), AgentError> {
+    let staged = certs.staged_keys()?;
+    let working = certs.current_keys()?;
+    if let Some((dk, wk)) = staged {
+        // Under --force, staged keys equal to the working set's would re-enroll with old keys.
+        let same_as_working = working
+            .as_ref()
+            .is_some_and(|(cdk, _)| cdk.spki_der() == dk.spki_der());
+        if !(force && same_as_working) {
+            return Ok((dk, wk, KeyOrigin::Staged));
+        }
+    }
+    if !force
+        && let Some((dk, wk)) = working
+        && working_cert_is_ours(certs, id, &dk)
+    {
+        return Ok((dk, wk, KeyOrigin::WorkingSet));
+    }
+    Ok((
+        DeviceKey::generate()?,
+        WgKeyPair::generate(),
+        KeyOrigin::Generated,
+    ))
+}
+
+/// True when `device.crt` is this device's certificate for `key` (so the bridge knows the key).
+fn working_cert_is_ours(certs: &CertsDir, id: &DeviceId, key: &DeviceKey) -> bool {
+    let Ok(pem) = std::fs::read(certs.device_cert()) else {
+        return false;
+    };
+    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(&pem) else {
+        return false;
+    };
+    let Ok(cert) = block.parse_x509() else {
+        return false;
+    };
+    let cn_ok = cert
+        .subject()
+        .iter_common_name()
+        .filter_map(|c| c.as_str().ok())
+        .eq([id.as_str()]);
+    cn_ok && cert.public_key().raw == key.spki_der().as_slice()
+}
+
+async fn with_retry<T, F, Fut>(backoff: Backoff, mut call: F) -> Result<T, BridgeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BridgeError>>,
+{
+    let start = Instant::now();
+    let mut attempt = 0u32;
+    loop {
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retryable() => {
+                let delay = backoff.delay(attempt, e.retry_after());
+                if start.elapsed() + delay > backoff.give_up_after {
+                    return Err(e);
+                }
+                tracing::warn!(attempt = attempt + 1, delay_ms = delay.as_millis() as u64, error = %e, "bridge unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                attempt = attempt.saturating_add(1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+fn read_first_line(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let line = text.lines().next()?.trim();
+    (!line.is_empty()).then(|| line.to_owned())
+}
