@@ -70,17 +70,40 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
     let (id, id_source) = resolve_device_id(&opts.sysroot, cfg.device_id.as_deref())?;
     let certs = CertsDir::new(&cfg.certs_dir);
     let current = certs.check(Some(&id), Some(bridge.root_fingerprint), SystemTime::now())?;
-    match current {
-        Current::Valid { flag, cert } if !opts.force => {
-            return Ok(EnrollOutcome::AlreadyEnrolled { id, flag, cert });
-        }
+    let staged = certs.staged_keys()?;
+    let working = certs.current_keys()?;
+    let pending = staged.as_ref().is_some_and(|(sdk, _)| {
+        working
+            .as_ref()
+            .is_none_or(|(wdk, _)| wdk.spki_der() != sdk.spki_der())
+    });
+    let valid = match current {
+        Current::Valid { flag, cert } => Some((flag, cert)),
         Current::Invalid { ref reason } => {
-            tracing::warn!(%reason, "the existing enrollment is not usable; enrolling again")
+            tracing::warn!(%reason, "the existing enrollment is not usable; enrolling again");
+            None
         }
-        _ => {}
+        Current::Missing => None,
+    };
+    if let Some((flag, cert)) = &valid
+        && !opts.force
+    {
+        if !pending {
+            certs.clear_staging()?;
+            return Ok(EnrollOutcome::AlreadyEnrolled {
+                id,
+                flag: flag.clone(),
+                cert: cert.clone(),
+            });
+        }
+        tracing::warn!("a re-enrollment with new keys did not finish; completing it");
     }
 
-    let (device_key, wg_key, origin) = choose_keys(&certs, &id, opts.force)?;
+    let (device_key, wg_key, origin) = choose_keys(&certs, &id, opts.force, staged, working);
+    let (device_key, wg_key) = match (device_key, wg_key) {
+        (Some(d), Some(w)) => (d, w),
+        _ => (DeviceKey::generate()?, WgKeyPair::generate()),
+    };
     certs.stage_keys(&device_key, &wg_key)?;
     tracing::info!(device = %id, source = id_source.describe(), keys = ?origin, "enrolling");
 
@@ -92,8 +115,24 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
             .or_else(|| read_first_line(&opts.sysroot.join("etc/hostname"))),
     };
     let client = BridgeClient::new(&bridge)?;
-    let Enrolled { status, response } =
-        with_retry(opts.backoff, || client.enroll(&id, &request)).await?;
+    let Enrolled { status, response } = match with_retry(opts.backoff, || {
+        client.enroll(&id, &request)
+    })
+    .await
+    {
+        Ok(answer) => answer,
+        Err(e @ BridgeError::Refused { .. }) => {
+            // A definite no: these keys will never be accepted, so they must not linger and
+            // be mistaken for an unfinished enrollment. The working set is untouched.
+            certs.clear_staging()?;
+            if let (Some((flag, cert)), false) = (valid, opts.force) {
+                tracing::warn!(error = %e, "the unfinished re-enrollment was refused; keeping the current enrollment");
+                return Ok(EnrollOutcome::AlreadyEnrolled { id, flag, cert });
+            }
+            return Err(e.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
 
     if response.device_id != id.as_str() {
         return Err(AgentError::Inconsistent(format!(
@@ -150,33 +189,33 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
     })
 }
 
+type Keys = (DeviceKey, WgKeyPair);
+
+/// Picks the keys to send: staged ones from an unfinished attempt (unless `--force` would
+/// re-send the working set's own keys), else the working set's when its certificate is this
+/// device's and `--force` is not given; `None` means generate fresh ones.
 fn choose_keys(
     certs: &CertsDir,
     id: &DeviceId,
     force: bool,
-) -> Result<(DeviceKey, WgKeyPair, KeyOrigin), AgentError> {
-    let staged = certs.staged_keys()?;
-    let working = certs.current_keys()?;
+    staged: Option<Keys>,
+    working: Option<Keys>,
+) -> (Option<DeviceKey>, Option<WgKeyPair>, KeyOrigin) {
     if let Some((dk, wk)) = staged {
-        // Under --force, staged keys equal to the working set's would re-enroll with old keys.
         let same_as_working = working
             .as_ref()
             .is_some_and(|(cdk, _)| cdk.spki_der() == dk.spki_der());
         if !(force && same_as_working) {
-            return Ok((dk, wk, KeyOrigin::Staged));
+            return (Some(dk), Some(wk), KeyOrigin::Staged);
         }
     }
     if !force
         && let Some((dk, wk)) = working
         && working_cert_is_ours(certs, id, &dk)
     {
-        return Ok((dk, wk, KeyOrigin::WorkingSet));
+        return (Some(dk), Some(wk), KeyOrigin::WorkingSet);
     }
-    Ok((
-        DeviceKey::generate()?,
-        WgKeyPair::generate(),
-        KeyOrigin::Generated,
-    ))
+    (None, None, KeyOrigin::Generated)
 }
 
 /// True when `device.crt` is this device's certificate for `key` (so the bridge knows the key).
