@@ -86,7 +86,12 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let mut server = axum_server::from_tcp_rustls(listener, RustlsConfig::from_config(tls))
         .map_err(|source| ServeError::Bind { addr, source })?
         .handle(handle);
-    server.http_builder().http1().keep_alive(true);
+    // Slow or idle clients lose their connection instead of holding it forever.
+    server
+        .http_builder()
+        .http1()
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(30));
 
     println!("nexa-server listening on https://{addr}");
     println!("root CA fingerprint: {}", report.root_fingerprint);

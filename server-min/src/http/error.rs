@@ -114,3 +114,45 @@ pub fn internal(e: &dyn std::error::Error) -> ApiError {
         "internal error; the bridge log has the details",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    async fn body_of(resp: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn signer_unavailable_is_503_with_retry_after() {
+        let e = EnrollError::Signer(SignerError::Unavailable {
+            reason: "step-ca down".into(),
+            retry_after: Duration::from_secs(7),
+        });
+        let resp = ApiError::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "7");
+        let body = body_of(resp).await;
+        assert_eq!(body["error"]["code"], "signer_unavailable");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("step-ca down")
+        );
+    }
+
+    #[tokio::test]
+    async fn internal_errors_do_not_leak_details() {
+        let e = EnrollError::Signer(SignerError::Internal("secret path /x/y".into()));
+        let resp = ApiError::from(e).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = body_of(resp).await;
+        assert_eq!(body["error"]["code"], "internal");
+        assert!(!body["error"]["message"].as_str().unwrap().contains("/x/y"));
+    }
+}

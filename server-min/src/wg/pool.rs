@@ -157,6 +157,62 @@ mod tests {
         assert_eq!(p.last_host(), i64::MAX);
     }
 
+    async fn take(db: &crate::db::Db, id: &str, host: i64) {
+        let mut tx = db.begin_write().await.unwrap();
+        devices::register(&mut tx, id, None, 0).await.unwrap();
+        sqlx::query("UPDATE devices SET wg_host = $1 WHERE id = $2")
+            .bind(host)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn allocates_above_the_top_then_fills_gaps_then_reports_exhaustion() {
+        let tmp = tempfile::tempdir().unwrap();
+        let db = crate::db::Db::open_sqlite(&tmp.path().join("t.db"))
+            .await
+            .unwrap();
+        let p = pool("10.8.0.0/29"); // hosts 2..=6
+        let next = |db: crate::db::Db| async move {
+            let mut tx = db.begin_write().await.unwrap();
+            let r = p.allocate(&mut tx).await;
+            tx.rollback().await.unwrap();
+            r
+        };
+        assert_eq!(
+            next(db.clone()).await.unwrap(),
+            2,
+            "empty pool starts at the first device host"
+        );
+        take(&db, "a", 2).await;
+        take(&db, "b", 3).await;
+        take(&db, "c", 5).await;
+        assert_eq!(
+            next(db.clone()).await.unwrap(),
+            6,
+            "above the highest in use"
+        );
+        take(&db, "d", 6).await;
+        assert_eq!(next(db.clone()).await.unwrap(), 4, "then the lowest gap");
+        take(&db, "e", 4).await;
+        let err = next(db.clone()).await.unwrap_err();
+        assert!(
+            matches!(err, AllocError::Exhausted { capacity: 5, .. }),
+            "{err}"
+        );
+        // A second device can never hold an address already taken.
+        let mut tx = db.begin_write().await.unwrap();
+        devices::register(&mut tx, "f", None, 0).await.unwrap();
+        let dup = sqlx::query("UPDATE devices SET wg_host = 4 WHERE id = 'f'")
+            .execute(&mut *tx)
+            .await
+            .unwrap_err();
+        assert!(dup.as_database_error().unwrap().is_unique_violation());
+    }
+
     #[test]
     fn rejects_bad_subnets() {
         assert!(matches!(

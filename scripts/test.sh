@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, the Yocto toolchain (Rust 1.94.1) build check, the
+# static musl agent build, and every unit and integration test against real processes.
+#
+#   ./scripts/test.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$NEXA_ROOT"
+
+install_debs build-essential musl-tools openssl curl ca-certificates file binutils
+ensure_rust musl msrv
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
+
+log "cargo fmt --check"
+cargo fmt --all -- --check
+
+log "cargo clippy (warnings are errors)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+log "cargo +$MSRV_TOOLCHAIN check (the toolchain Yocto 6.0 ships)"
+cargo "+$MSRV_TOOLCHAIN" check --workspace --all-targets --locked
+
+log "static musl build of nexa-agent"
+cargo build --locked -p nexa-agent --target "$MUSL_TARGET"
+assert_static "$CARGO_TARGET_DIR/$MUSL_TARGET/debug/nexa-agent"
+echo "nexa-agent ($MUSL_TARGET) is statically linked"
+
+log "tests"
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
