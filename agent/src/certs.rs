@@ -50,7 +50,10 @@ pub const FLAG_VERSION: u32 = 1;
 #[derive(Debug, Clone)]
 pub enum Current {
     /// Complete and verified.
-    Valid { flag: EnrolledFlag, cert: CertFacts },
+    Valid {
+        flag: Box<EnrolledFlag>,
+        cert: CertFacts,
+    },
     /// Never enrolled (no flag).
     Missing,
     /// A flag exists but the set does not hold up; the reason says why.
@@ -163,7 +166,10 @@ impl CertsDir {
             Err(e) => return invalid(e.to_string()),
         };
         match verify_device_cert(&cert_pem, &chain_pem, pin, &flag_id, &key.spki_der(), now) {
-            Ok(cert) if cert.serial_hex == flag.serial => Ok(Current::Valid { flag, cert }),
+            Ok(cert) if cert.serial_hex == flag.serial => Ok(Current::Valid {
+                flag: Box::new(flag),
+                cert,
+            }),
             Ok(cert) => invalid(format!(
                 "device.crt has serial {} but the flag records {}",
                 cert.serial_hex, flag.serial

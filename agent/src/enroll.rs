@@ -78,7 +78,7 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
             .is_none_or(|(wdk, _)| wdk.spki_der() != sdk.spki_der())
     });
     let valid = match current {
-        Current::Valid { flag, cert } => Some((flag, cert)),
+        Current::Valid { flag, cert } => Some((*flag, cert)),
         Current::Invalid { ref reason } => {
             tracing::warn!(%reason, "the existing enrollment is not usable; enrolling again");
             None

@@ -66,6 +66,7 @@ pub fn status(cfg: &AgentConfig, sysroot: &Path) -> Result<Status, AgentError> {
     match certs.check(id.as_ref(), pin, SystemTime::now())? {
         Current::Valid { flag, cert } => {
             st.state = "enrolled";
+            let flag = *flag;
             st.device_id = Some(flag.device_id);
             st.bridge = Some(flag.bridge);
             st.address = Some(flag.address);

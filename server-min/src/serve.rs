@@ -58,12 +58,10 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         gateway_key,
         Arc::new(SystemClock),
     );
-    let app = router(
-        AppState {
-            enroll: Arc::new(service),
-        },
-        settings.max_body_bytes,
-    );
+    let app = router(AppState {
+        enroll: Arc::new(service),
+        max_body: settings.max_body_bytes,
+    });
 
     let listener =
         std::net::TcpListener::bind(settings.listen).map_err(|source| ServeError::Bind {

@@ -2,6 +2,11 @@
 //! temporary data directories, runs the real `nexa-agent` binary against them, and provides
 //! the helpers the integration tests and benchmarks share (CSRs, WireGuard keys, an HTTPS
 //! client trusting a server's root, and a TCP proxy that can withhold responses).
+//!
+//! This is test-support code: a fixture that cannot be set up panics with a message, which is
+//! how a test should fail, hence the lint allowances below.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod proxy;
 

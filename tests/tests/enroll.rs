@@ -1,5 +1,7 @@
 //! End to end: the real `nexa-agent` binary enrolling against a real `nexa-server`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::{BTreeMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -227,7 +227,8 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use x509_parser::prelude::*;
+    use rcgen::PublicKeyData;
+    use x509_parser::prelude::{FromDer, X509Certificate};
 
     fn ca_in_tempdir() -> (tempfile::TempDir, BuiltinCa) {
         let tmp = tempfile::tempdir().unwrap();

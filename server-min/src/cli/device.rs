@@ -178,8 +178,8 @@ async fn list(db: &Db, as_json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{:<32} {:<11} {:<20} {}",
-        "DEVICE", "STATE", "ADDRESS", "CERT NOT AFTER"
+        "{:<32} {:<11} {:<20} CERT NOT AFTER",
+        "DEVICE", "STATE", "ADDRESS"
     );
     for (r, addr) in out {
         println!(

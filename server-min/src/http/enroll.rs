@@ -3,14 +3,14 @@
 use std::net::SocketAddr;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use nexa_proto::{DeviceId, EnrollRequest, EnrollResponse, ErrorCode};
 
 use super::AppState;
-use super::body::parse_json;
+use super::body::read_json;
 use super::error::ApiError;
 use crate::enroll::{EnrollInput, Outcome};
 
@@ -19,7 +19,7 @@ pub async fn enroll(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     path: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
     let Path(raw_id) = path.map_err(|e| {
         ApiError::new(
@@ -35,7 +35,7 @@ pub async fn enroll(
             e.to_string(),
         )
     })?;
-    let request: EnrollRequest = parse_json(&headers, body)?;
+    let request: EnrollRequest = read_json(&headers, body, state.max_body).await?;
     let source = Some(peer.ip().to_string());
     let (response, outcome) = state
         .enroll

@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// Ask the client to close the connection after this answer.
+    pub close_connection: bool,
 }
 
 impl ApiError {
@@ -27,6 +29,7 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after_secs: None,
+            close_connection: false,
         }
     }
 }

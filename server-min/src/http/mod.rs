@@ -18,10 +18,13 @@ use nexa_proto::ErrorCode;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub enroll: Arc<EnrollService>,
+    /// Largest accepted request body in bytes.
+    pub max_body: usize,
 }
 
-/// Builds the router. `max_body` bounds every request body.
-pub fn router(state: AppState, max_body: usize) -> Router {
+/// Builds the router. `state.max_body` bounds every request body.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.max_body;
     Router::new()
         .route("/api/devices/{id}/enroll", post(enroll::enroll))
         .route("/healthz", get(healthz))
