@@ -96,7 +96,10 @@ impl From<EnrollError> for ApiError {
                     ..ApiError::new(S::SERVICE_UNAVAILABLE, ErrorCode::TryAgain, msg)
                 }
             }
-            EnrollError::Signer(SignerError::Internal(_)) | EnrollError::Db(_) => internal(&e),
+            EnrollError::Signer(SignerError::Internal(_))
+            | EnrollError::Db(_)
+            | EnrollError::CommitFailed(_)
+            | EnrollError::WriterStopped => internal(&e),
         }
     }
 }

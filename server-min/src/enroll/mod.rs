@@ -5,10 +5,14 @@
 //!    retry with the same keys, a re-enrollment consuming an operator's window, or a refusal.
 //! 3. Ask the [`Signer`] for a certificate (outside any transaction: a slow CA never holds
 //!    the database's write lock).
-//! 4. In one write transaction: allocate an address if the device has none, compare-and-set
-//!    the device row on its `generation`, supersede the previous certificate, record the new
-//!    one and the audit event. A lost race (another request for the same device, or a replica
-//!    taking the same address) rolls back and starts again from step 2.
+//! 4. Hand the prepared write to the group committer ([`commit`]): inside one transaction
+//!    shared with the other enrollments of that moment, in its own savepoint, allocate an
+//!    address if the device has none, compare-and-set the device row on its `generation`,
+//!    supersede the previous certificate, record the new one and the audit event. A lost race
+//!    (another request for the same device, or a replica taking the same address) rolls back
+//!    that savepoint only and this request starts again from step 2.
+
+pub mod commit;
 
 use std::sync::Arc;
 
@@ -17,16 +21,16 @@ use nexa_proto::{
     CertificateInfo, DeviceId, EnrollRequest, EnrollResponse, WgKeyError, WgPublicKey,
     WireguardProfile,
 };
-use serde_json::json;
 use time::format_description::well_known::Rfc3339;
 
 use crate::ca::{SignRequest, Signer, SignerError};
 use crate::clock::Clock;
 use crate::config::WgSettings;
 use crate::csr::{self, CsrError};
-use crate::db::devices::{self, DeviceRow, EnrolledState};
-use crate::db::{Db, DbError, QueryContext, audit, certificates};
+use crate::db::devices::{self, DeviceRow};
+use crate::db::{Db, DbError, QueryContext};
 use crate::wg::pool::AllocError;
+use commit::{CommitError, Committed, Committer, EnrollmentWrite};
 
 /// How many times a lost compare-and-set is retried before giving up.
 const MAX_ATTEMPTS: usize = 5;
@@ -72,6 +76,10 @@ pub enum EnrollError {
     Contention(DeviceId),
     #[error(transparent)]
     Db(#[from] DbError),
+    #[error("storing the enrollment failed: {0}")]
+    CommitFailed(String),
+    #[error("the enrollment writer has stopped")]
+    WriterStopped,
 }
 
 impl From<AllocError> for EnrollError {
@@ -125,9 +133,11 @@ pub struct EnrollService {
     wg: WgSettings,
     gateway_key: WgPublicKey,
     clock: Arc<dyn Clock>,
+    committer: Committer,
 }
 
 impl EnrollService {
+    /// Creates the service and starts its writer task; call inside a Tokio runtime.
     pub fn new(
         db: Db,
         signer: Arc<dyn Signer>,
@@ -135,12 +145,14 @@ impl EnrollService {
         gateway_key: WgPublicKey,
         clock: Arc<dyn Clock>,
     ) -> Self {
+        let committer = Committer::spawn(db.clone(), wg.pool, clock.clone());
         Self {
             db,
             signer,
             wg,
             gateway_key,
             clock,
+            committer,
         }
     }
 
@@ -185,6 +197,7 @@ impl EnrollService {
             let plan = plan(&device, &csr.spki_sha256, &wg_key_b64, self.clock.unix())
                 .ok_or_else(|| EnrollError::AlreadyEnrolled(id.clone()))?;
 
+            // Signing happens before the write: a slow CA never holds up other commits.
             let issued = self
                 .signer
                 .sign(&SignRequest {
@@ -193,68 +206,38 @@ impl EnrollService {
                     csr_der: csr.der.clone(),
                 })
                 .await?;
-
-            let now = self.clock.unix();
             let revision = match plan {
                 Plan::First => 1,
                 Plan::Repeat => device.profile_revision,
                 Plan::Reenroll => device.profile_revision + 1,
             };
-            let mut tx = self.db.begin_write().await?;
-            let host = match device.wg_host {
-                Some(host) => host,
-                None => self.wg.pool.allocate(&mut tx).await?,
-            };
-            let state = EnrolledState {
-                id: id.as_str(),
-                machine_uid: request.machine_uid.as_deref(),
-                hostname: request.hostname.as_deref(),
-                ec_spki_sha256: &csr.spki_sha256,
-                wg_public_key: &wg_key_b64,
-                wg_host: host,
+            let write = EnrollmentWrite {
+                id: id.to_string(),
+                plan,
+                generation: device.generation,
+                existing_host: device.wg_host,
                 profile_revision: revision,
-                cert_serial: &issued.serial_hex,
-                cert_not_after: issued.not_after.unix_timestamp(),
-                consume_window: plan == Plan::Reenroll,
-                now,
+                ec_spki_sha256: csr.spki_sha256.clone(),
+                wg_public_key: wg_key_b64.clone(),
+                machine_uid: request.machine_uid.clone(),
+                hostname: request.hostname.clone(),
+                serial: issued.serial_hex.clone(),
+                not_before: issued.not_before.unix_timestamp(),
+                not_after: issued.not_after.unix_timestamp(),
+                superseded_serial: device.cert_serial.clone(),
+                source: source.clone(),
             };
-            match devices::apply_enrollment(&mut tx, &state, device.generation).await {
-                Ok(true) => {}
-                Ok(false) => continue, // another request for this device won; re-read
-                Err(e) if e.is_unique_violation() => continue, // a replica took the address or key
-                Err(e) => return Err(e.into()),
-            }
-            certificates::supersede_active(&mut tx, id.as_str(), now).await?;
-            certificates::insert_active(
-                &mut tx,
-                &issued.serial_hex,
-                id.as_str(),
-                issued.not_before.unix_timestamp(),
-                issued.not_after.unix_timestamp(),
-                now,
-            )
-            .await?;
+            let host = match self.committer.commit(write).await {
+                Ok(Committed { host }) => host,
+                Err(CommitError::Conflict) => continue, // another writer won; re-read
+                Err(CommitError::Failed(e)) => return Err(e),
+            };
             let address = self.wg.pool.interface_address(host);
-            let (action, outcome) = match plan {
-                Plan::First => ("device.enrolled", Outcome::Created),
-                Plan::Repeat => ("device.enrollment_repeated", Outcome::Repeated),
-                Plan::Reenroll => ("device.reenrolled", Outcome::Reenrolled),
+            let outcome = match plan {
+                Plan::First => Outcome::Created,
+                Plan::Repeat => Outcome::Repeated,
+                Plan::Reenroll => Outcome::Reenrolled,
             };
-            let event = audit::AuditEvent::new(
-                format!("device:{id}"),
-                action,
-                Some(id.as_str()),
-                source.clone(),
-                json!({
-                    "address": address,
-                    "serial": issued.serial_hex,
-                    "superseded_serial": device.cert_serial,
-                    "profile_revision": revision,
-                    "wg_public_key": wg_key_b64,
-                }),
-            );
-            audit::record(&mut tx, &event).await?;
-            tx.commit().await.doing("committing an enrollment")?;
             tracing::info!(device = %id, ?outcome, %address, serial = %issued.serial_hex, "enrolled");
 
             let profile = WireguardProfile {
