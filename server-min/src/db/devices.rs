@@ -70,18 +70,28 @@ pub async fn list(conn: &mut SqliteConnection) -> Result<Vec<DeviceRow>, DbError
     .doing("listing devices")
 }
 
-/// Which device, other than `except`, holds this WireGuard public key.
-pub async fn wg_key_owner(
+/// The device row and, in the same query, which other device holds `wg_key` (if any).
+pub async fn get_with_key_owner(
     conn: &mut SqliteConnection,
-    key: &str,
-    except: &str,
-) -> Result<Option<String>, DbError> {
-    sqlx::query_scalar("SELECT id FROM devices WHERE wg_public_key = $1 AND id <> $2")
-        .bind(key)
-        .bind(except)
-        .fetch_optional(conn)
-        .await
-        .doing("looking up a WireGuard key")
+    id: &str,
+    wg_key: &str,
+) -> Result<Option<(DeviceRow, Option<String>)>, DbError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        device: DeviceRow,
+        key_owner: Option<String>,
+    }
+    let row: Option<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, (SELECT o.id FROM devices o WHERE o.wg_public_key = $2 AND o.id <> $1) AS key_owner \
+         FROM devices WHERE id = $1"
+    )))
+    .bind(id)
+    .bind(wg_key)
+    .fetch_optional(conn)
+    .await
+    .doing("reading a device")?;
+    Ok(row.map(|r| (r.device, r.key_owner)))
 }
 
 /// Opens (or moves) the one-time re-enrollment window; false if the device does not exist.

@@ -187,9 +187,11 @@ async fn apply(
     {
         return Err(CommitError::Conflict);
     }
-    certificates::supersede_active(conn, &w.id, now)
-        .await
-        .map_err(db_err)?;
+    if w.plan != Plan::First {
+        certificates::supersede_active(conn, &w.id, now)
+            .await
+            .map_err(db_err)?;
+    }
     certificates::insert_active(conn, &w.serial, &w.id, w.not_before, w.not_after, now)
         .await
         .map_err(db_err)?;

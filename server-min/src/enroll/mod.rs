@@ -183,13 +183,11 @@ impl EnrollService {
                     .acquire()
                     .await
                     .doing("acquiring a connection")?;
-                let device = devices::get(&mut conn, id.as_str())
-                    .await?
-                    .ok_or_else(|| EnrollError::NotRegistered(id.clone()))?;
-                if devices::wg_key_owner(&mut conn, &wg_key_b64, id.as_str())
-                    .await?
-                    .is_some()
-                {
+                let (device, key_owner) =
+                    devices::get_with_key_owner(&mut conn, id.as_str(), &wg_key_b64)
+                        .await?
+                        .ok_or_else(|| EnrollError::NotRegistered(id.clone()))?;
+                if key_owner.is_some() {
                     return Err(EnrollError::WgKeyInUse);
                 }
                 device
