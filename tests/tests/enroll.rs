@@ -46,6 +46,17 @@ fn status_json(server: &TestServer, id: &str, dir: &Path) -> (i32, serde_json::V
     )
 }
 
+/// A server with `id` registered and enrolled by the agent into a fresh certs directory.
+fn enrolled(id: &str) -> (TestServer, tempfile::TempDir, std::path::PathBuf) {
+    let server = TestServer::start();
+    server.register(&[id]);
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let out = server.agent(id, &certs).arg("enroll").output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    (server, tmp, certs)
+}
+
 #[test]
 fn first_enrollment_writes_a_complete_verified_set() {
     let server = TestServer::start();
@@ -118,18 +129,7 @@ fn first_enrollment_writes_a_complete_verified_set() {
 
 #[test]
 fn second_run_makes_no_request() {
-    let mut server = TestServer::start();
-    server.register(&["dev-1"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    assert!(
-        server
-            .agent("dev-1", &certs)
-            .arg("enroll")
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (mut server, _tmp, certs) = enrolled("dev-1");
     let before = snapshot(&certs);
 
     // With the bridge gone, a request could not succeed: exit 0 proves none was made.
@@ -150,18 +150,7 @@ fn second_run_makes_no_request() {
 
 #[test]
 fn force_without_a_window_is_refused_and_leaves_certs_intact() {
-    let server = TestServer::start();
-    server.register(&["dev-1"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    assert!(
-        server
-            .agent("dev-1", &certs)
-            .arg("enroll")
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (server, _tmp, certs) = enrolled("dev-1");
     let before = snapshot(&certs);
 
     let out = server
@@ -526,18 +515,7 @@ fn bad_configuration_names_the_value_and_exits_2() {
 
 #[test]
 fn interrupted_force_is_completed_by_the_next_plain_run() {
-    let server = TestServer::start();
-    server.register(&["dev-1"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    assert!(
-        server
-            .agent("dev-1", &certs)
-            .arg("enroll")
-            .status()
-            .unwrap()
-            .success()
-    );
+    let (server, _tmp, certs) = enrolled("dev-1");
     let old = flag(&certs);
     server.cli_ok(&["device", "allow-reenroll", "dev-1"]);
 
