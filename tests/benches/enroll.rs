@@ -9,8 +9,8 @@
 //! - `NEXA_BENCH_DEVICES`: enrollments per round (default 10000).
 //! - `NEXA_BENCH_CONCURRENCY`: concurrent clients, or a comma list such as `1,8,32,64` to run
 //!   one round per value, each with fresh devices (default 32).
-//! - `NEXA_BENCH_WARMUP`: untimed enrollments before the first round, whose responses are
-//!   also checked field by field (default 500).
+//! - `NEXA_BENCH_WARMUP`: untimed enrollments before the first round, whose answers are also
+//!   parsed and checked (device id, certificate) (default 500).
 //! - `NEXA_BENCH_CLIENT_THREADS`: worker threads of the client's tokio runtime (default: the
 //!   core count).
 //! - `NEXA_BENCH_MIN_RATE`: if set, exit non-zero when a round is slower (enrollments/s).
