@@ -14,7 +14,7 @@
 //! working set is overwritten only after the bridge accepted and the new material verified;
 //! `enrolled` is written last and `.staging` removed after it.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::SystemTime;
 
 use nexa_proto::{DeviceId, Fingerprint};
@@ -80,9 +80,6 @@ pub struct CertsDir {
 impl CertsDir {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
-    }
-    pub fn path(&self) -> &Path {
-        &self.root
     }
     pub fn device_key(&self) -> PathBuf {
         self.root.join("device.key")

@@ -46,10 +46,6 @@ impl Fingerprint {
             .map_err(|_| FingerprintError::Length(digits.len()))?;
         Ok(Self(out))
     }
-
-    pub fn as_bytes(&self) -> &[u8; 32] {
-        &self.0
-    }
 }
 
 impl fmt::Display for Fingerprint {

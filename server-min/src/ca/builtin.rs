@@ -18,7 +18,6 @@ use time::OffsetDateTime;
 
 use super::{IssuedCert, SignFuture, SignRequest, Signer, SignerError};
 use crate::datadir::{DataDir, DataDirError};
-use nexa_proto::Fingerprint;
 
 /// Validity of the root CA.
 const ROOT_LIFETIME: Duration = Duration::from_secs(20 * 365 * 86_400);
@@ -104,14 +103,12 @@ pub fn random_serial() -> SerialNumber {
 pub struct BuiltinCa {
     issuer: Issuer<'static, KeyPair>,
     chain_pem: String,
-    root_fingerprint: Fingerprint,
     device_lifetime: Duration,
 }
 
 impl std::fmt::Debug for BuiltinCa {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BuiltinCa")
-            .field("root_fingerprint", &self.root_fingerprint)
             .field("device_lifetime", &self.device_lifetime)
             .finish_non_exhaustive()
     }
@@ -127,7 +124,8 @@ impl BuiltinCa {
             path: path.display().to_string(),
             reason,
         };
-        let root_der = pem_to_der(&root_pem).map_err(|r| material(&dir.root_cert(), r))?;
+        // The root must be readable even though only its PEM travels: fail at start, not per request.
+        pem_to_der(&root_pem).map_err(|r| material(&dir.root_cert(), r))?;
         let issuing_der = pem_to_der(&issuing_pem).map_err(|r| material(&dir.issuing_cert(), r))?;
         let key = KeyPair::from_pem(&issuing_key_pem)
             .map_err(|e| material(&dir.issuing_key(), e.to_string()))?;
@@ -140,13 +138,8 @@ impl BuiltinCa {
                 ensure_newline(&issuing_pem),
                 ensure_newline(&root_pem)
             ),
-            root_fingerprint: Fingerprint::of_der(&root_der),
             device_lifetime,
         })
-    }
-
-    pub fn root_fingerprint(&self) -> Fingerprint {
-        self.root_fingerprint
     }
 
     /// Issues a certificate for an arbitrary subject; used for the bridge's own TLS certificate.
@@ -277,7 +270,7 @@ mod tests {
 
     #[test]
     fn chain_is_issuing_then_root() {
-        let (_tmp, ca) = ca_in_tempdir();
+        let (tmp, ca) = ca_in_tempdir();
         let blocks: Vec<_> = x509_parser::pem::Pem::iter_from_buffer(ca.ca_chain_pem().as_bytes())
             .map(|p| p.unwrap())
             .collect();
@@ -285,9 +278,11 @@ mod tests {
         let issuing = blocks[0].parse_x509().unwrap();
         let root = blocks[1].parse_x509().unwrap();
         assert_eq!(issuing.issuer(), root.subject());
+        let root_file = std::fs::read_to_string(tmp.path().join("data/ca/root.crt")).unwrap();
         assert_eq!(
-            Fingerprint::of_der(&blocks[1].contents),
-            ca.root_fingerprint()
+            pem_to_der(&root_file).unwrap(),
+            blocks[1].contents,
+            "the chain ends in the root on disk"
         );
     }
 }

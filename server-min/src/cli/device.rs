@@ -10,6 +10,7 @@ use time::format_description::well_known::Rfc3339;
 
 use super::{CliError, operator};
 use crate::db::{Db, QueryContext, audit, certificates, devices, unix_now};
+use crate::wg::pool::AddressPool;
 use nexa_proto::duration::parse_duration;
 
 #[derive(Debug, Subcommand)]
@@ -148,27 +149,24 @@ fn fmt_time(unix: Option<i64>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-async fn address_of(db: &Db, host: Option<i64>) -> Result<Option<String>, CliError> {
-    let Some(host) = host else { return Ok(None) };
-    let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
-    let subnet = crate::db::settings::get(&mut conn, crate::db::settings::WG_SUBNET).await?;
-    let pool = subnet
+/// The pinned address pool, read once per command.
+async fn pinned_pool(conn: &mut sqlx::SqliteConnection) -> Result<AddressPool, CliError> {
+    let subnet = crate::db::settings::get(conn, crate::db::settings::WG_SUBNET).await?;
+    subnet
         .and_then(|s| s.parse().ok())
-        .and_then(|net| crate::wg::pool::AddressPool::new(net).ok())
-        .ok_or_else(|| {
-            CliError::Failed("the database has no valid pinned WireGuard subnet".into())
-        })?;
-    Ok(Some(pool.interface_address(host)))
+        .and_then(|net| AddressPool::new(net).ok())
+        .ok_or_else(|| CliError::Failed("the database has no valid pinned WireGuard subnet".into()))
 }
 
 async fn list(db: &Db, as_json: bool) -> Result<(), CliError> {
     let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
     let rows = devices::list(&mut conn).await?;
+    let pool = pinned_pool(&mut conn).await?;
     drop(conn);
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        out.push((row, address_of(db, row.wg_host).await?));
-    }
+    let out: Vec<_> = rows
+        .iter()
+        .map(|row| (row, row.wg_host.map(|h| pool.interface_address(h))))
+        .collect();
     if as_json {
         let items: Vec<_> = out
             .iter()
@@ -199,8 +197,9 @@ async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
         .await?
         .ok_or_else(|| CliError::Failed(format!("device {id} is not registered")))?;
     let certs = certificates::count_by_status(&mut conn, id.as_str()).await?;
+    let pool = pinned_pool(&mut conn).await?;
     drop(conn);
-    let address = address_of(db, row.wg_host).await?;
+    let address = row.wg_host.map(|h| pool.interface_address(h));
     let window_open = row.reenroll_until.is_some_and(|t| t > unix_now());
     if as_json {
         let v = json!({
