@@ -8,14 +8,19 @@ use clap::{Parser, Subcommand};
 use nexa_proto::duration::parse_duration;
 
 use crate::backoff::Backoff;
+use crate::certs::CertsDir;
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Overrides};
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::{AgentError, exit};
 use crate::status::{render, status};
+use crate::tunnel::{self, show};
+use nexa_wg::KernelLink;
+use std::time::SystemTime;
 
 const EXIT_HELP: &str = "Exit status: 0 success (or already enrolled); 1 local failure, or for `status` \
 not enrolled; 2 usage or configuration error; 3 the bridge refused (4xx); 4 the bridge or its answer \
-is not trusted (fingerprint or chain mismatch); 5 the bridge stayed unreachable or unavailable.";
+is not trusted (fingerprint or chain mismatch); 5 the bridge stayed unreachable or unavailable; \
+6 the WireGuard interface could not be configured (enrollment, if any, is kept).";
 
 #[derive(Debug, Parser)]
 #[command(name = "nexa-agent", version, about = "Nexa device agent", after_help = EXIT_HELP)]
@@ -35,6 +40,17 @@ pub struct Cli {
     /// Where certificates, keys and the WireGuard profile live.
     #[arg(long, global = true, env = "NEXA_CERTS_DIR", value_name = "DIR")]
     pub certs_dir: Option<PathBuf>,
+    /// The device's WireGuard interface (default wg0).
+    #[arg(long, global = true, env = "NEXA_WG_INTERFACE", value_name = "NAME")]
+    pub wg_interface: Option<String>,
+    /// Whether `enroll` also brings the WireGuard interface up (default true).
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_MANAGE_WIREGUARD",
+        value_name = "BOOL"
+    )]
+    pub manage_wireguard: Option<bool>,
     /// Log filter, e.g. info or nexa_agent=debug.
     #[arg(
         long,
@@ -69,6 +85,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The WireGuard interface described by /certs/wg0.conf.
+    #[command(subcommand)]
+    Wg(WgCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WgCommand {
+    /// Create or repair the interface so it matches the profile (changes only what differs).
+    Up,
+    /// Remove the interface.
+    Down,
+    /// Show the interface, its peer, and the latest handshake.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
@@ -81,6 +113,8 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
         root_fingerprint: cli.root_fingerprint.clone(),
         device_id: cli.device_id.clone(),
         certs_dir: cli.certs_dir.clone(),
+        wg_interface: cli.wg_interface.clone(),
+        manage_wireguard: cli.manage_wireguard,
     };
     Ok(AgentConfig::load(&path, required, over)?)
 }
@@ -122,9 +156,49 @@ pub async fn run(cli: Cli) -> ExitCode {
             {
                 Ok(outcome) => {
                     print_outcome(&outcome);
-                    ExitCode::SUCCESS
+                    if cfg.manage_wireguard {
+                        tunnel_up(&cfg)
+                    } else {
+                        ExitCode::SUCCESS
+                    }
                 }
                 Err(e) => fail(&e),
+            }
+        }
+        Command::Wg(WgCommand::Up) => tunnel_up(&cfg),
+        Command::Wg(WgCommand::Down) => {
+            match tunnel::down(&KernelLink::new(), &cfg.wg_interface) {
+                Ok(true) => println!("interface {} removed", cfg.wg_interface),
+                Ok(false) => println!("interface {} was not present", cfg.wg_interface),
+                Err(e) => return fail(&e.into()),
+            }
+            ExitCode::SUCCESS
+        }
+        Command::Wg(WgCommand::Show { json }) => {
+            match tunnel::state(&KernelLink::new(), &cfg.wg_interface) {
+                Ok(state) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&show::to_json(
+                                &cfg.wg_interface,
+                                state.as_ref()
+                            ))
+                            .unwrap_or_default()
+                        );
+                    } else {
+                        print!(
+                            "{}",
+                            show::render(&cfg.wg_interface, state.as_ref(), SystemTime::now())
+                        );
+                    }
+                    if state.is_some() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(exit::FAILURE)
+                    }
+                }
+                Err(e) => fail(&e.into()),
             }
         }
         Command::Status { json } => match status(&cfg, &sysroot) {
@@ -142,6 +216,23 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+    }
+}
+
+/// Reconciles the interface with /certs and says what changed.
+fn tunnel_up(cfg: &AgentConfig) -> ExitCode {
+    let certs = CertsDir::new(&cfg.certs_dir);
+    match tunnel::up(&KernelLink::new(), &certs, &cfg.wg_interface) {
+        Ok(plan) if plan.is_empty() => {
+            println!("interface {} already matches the profile", cfg.wg_interface);
+            ExitCode::SUCCESS
+        }
+        Ok(plan) => {
+            tracing::info!(interface = %cfg.wg_interface, changes = %plan, "WireGuard interface configured");
+            println!("interface {} configured: {plan}", cfg.wg_interface);
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e.into()),
     }
 }
 

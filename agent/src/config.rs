@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use nexa_proto::Fingerprint;
+use nexa_wg::IfName;
+
+use crate::tunnel::DEFAULT_INTERFACE;
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -22,6 +25,8 @@ pub struct FileConfig {
     pub root_fingerprint: Option<String>,
     pub device_id: Option<String>,
     pub certs_dir: Option<PathBuf>,
+    pub wg_interface: Option<String>,
+    pub manage_wireguard: Option<bool>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -33,6 +38,8 @@ pub struct Overrides {
     pub root_fingerprint: Option<String>,
     pub device_id: Option<String>,
     pub certs_dir: Option<PathBuf>,
+    pub wg_interface: Option<String>,
+    pub manage_wireguard: Option<bool>,
 }
 
 /// A configuration problem naming the key and how to fix it.
@@ -53,6 +60,13 @@ pub enum ConfigError {
         "no root fingerprint: set root_fingerprint in {file}, NEXA_ROOT_FINGERPRINT, or --root-fingerprint (print it on the bridge with `nexa-server ca fingerprint`)"
     )]
     MissingFingerprint { file: String },
+    #[error(
+        "WireGuard interface (wg_interface in {file}, NEXA_WG_INTERFACE, --wg-interface): {source}"
+    )]
+    BadInterface {
+        file: String,
+        source: nexa_wg::SpecError,
+    },
     #[error("root fingerprint {value:?} is invalid: {source}")]
     BadFingerprint {
         value: String,
@@ -75,6 +89,10 @@ pub struct AgentConfig {
     pub root_fingerprint: Option<String>,
     pub device_id: Option<String>,
     pub certs_dir: PathBuf,
+    /// The device's WireGuard interface.
+    pub wg_interface: IfName,
+    /// Whether `enroll` also brings the interface up (the `wg` commands always act).
+    pub manage_wireguard: bool,
 }
 
 impl AgentConfig {
@@ -98,7 +116,21 @@ impl AgentConfig {
         for key in file.unknown.keys() {
             tracing::warn!(file = %path.display(), key, "unknown configuration key ignored");
         }
+        let wg_interface = over
+            .wg_interface
+            .or(file.wg_interface)
+            .unwrap_or_else(|| DEFAULT_INTERFACE.into());
+        let wg_interface =
+            IfName::parse(wg_interface.trim()).map_err(|source| ConfigError::BadInterface {
+                file: path.display().to_string(),
+                source,
+            })?;
         Ok(Self {
+            wg_interface,
+            manage_wireguard: over
+                .manage_wireguard
+                .or(file.manage_wireguard)
+                .unwrap_or(true),
             file_path: path.to_owned(),
             bridge_url: over.bridge_url.or(file.bridge_url),
             root_fingerprint: over.root_fingerprint.or(file.root_fingerprint),
@@ -190,6 +222,33 @@ mod tests {
         assert_eq!(b.url.as_str(), "https://flag.example/prefix/");
         assert_eq!(b.root_fingerprint.to_string(), fp);
         assert_eq!(cfg.certs_dir, PathBuf::from("/file/certs"));
+        assert_eq!(cfg.wg_interface.as_str(), "wg0");
+        assert!(cfg.manage_wireguard);
+    }
+
+    #[test]
+    fn wireguard_settings_layer_and_validate() {
+        let (_t, p) = write("wg_interface = \"tun-file\"\nmanage_wireguard = false\n");
+        let cfg = AgentConfig::load(&p, true, Overrides::default()).unwrap();
+        assert_eq!(cfg.wg_interface.as_str(), "tun-file");
+        assert!(!cfg.manage_wireguard);
+        let over = Overrides {
+            wg_interface: Some("wg7".into()),
+            manage_wireguard: Some(true),
+            ..Default::default()
+        };
+        let cfg = AgentConfig::load(&p, true, over).unwrap();
+        assert_eq!(cfg.wg_interface.as_str(), "wg7");
+        assert!(cfg.manage_wireguard);
+        let over = Overrides {
+            wg_interface: Some("far-too-long-name0".into()),
+            ..Default::default()
+        };
+        let err = AgentConfig::load(&p, true, over).unwrap_err().to_string();
+        assert!(
+            err.contains("NEXA_WG_INTERFACE") && err.contains("far-too-long-name0"),
+            "{err}"
+        );
     }
 
     #[test]

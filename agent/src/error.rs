@@ -7,6 +7,7 @@ use crate::certs::CertsError;
 use crate::config::ConfigError;
 use crate::device_id::ResolveIdError;
 use crate::keys::KeyError;
+use crate::tunnel::TunnelError;
 use crate::verify::VerifyError;
 
 /// Exit codes, documented in `nexa-agent --help` and the README.
@@ -23,6 +24,9 @@ pub mod exit {
     pub const UNTRUSTED: u8 = 4;
     /// The bridge stayed unreachable or unavailable for the whole retry period.
     pub const UNAVAILABLE: u8 = 5;
+    /// The WireGuard interface could not be configured (no module, no CAP_NET_ADMIN,
+    /// unresolvable endpoint, netlink failure). Enrollment itself, if any, succeeded.
+    pub const TUNNEL: u8 = 6;
 }
 
 /// Everything that can stop an agent command.
@@ -42,6 +46,8 @@ pub enum AgentError {
     Verify(#[from] VerifyError),
     #[error("the bridge's answer is inconsistent: {0}")]
     Inconsistent(String),
+    #[error(transparent)]
+    Tunnel(#[from] TunnelError),
 }
 
 impl AgentError {
@@ -58,6 +64,8 @@ impl AgentError {
                 BridgeError::Tls(_) => exit::FAILURE,
             },
             AgentError::Verify(_) | AgentError::Inconsistent(_) => exit::UNTRUSTED,
+            AgentError::Tunnel(TunnelError::NotEnrolled(_)) => exit::FAILURE,
+            AgentError::Tunnel(_) => exit::TUNNEL,
         }
     }
 

@@ -15,4 +15,5 @@ pub mod error;
 pub mod keys;
 pub mod status;
 pub mod trust;
+pub mod tunnel;
 pub mod verify;

@@ -39,6 +39,7 @@ codes! {
     CsrSubjectMismatch => "csr_subject_mismatch",
     DeviceNotRegistered => "device_not_registered",
     DeviceAlreadyEnrolled => "device_already_enrolled",
+    DeviceRevoked => "device_revoked",
     WireguardKeyInUse => "wireguard_key_in_use",
     AddressPoolExhausted => "address_pool_exhausted",
     SignerUnavailable => "signer_unavailable",

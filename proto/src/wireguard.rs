@@ -43,6 +43,10 @@ impl WgPublicKey {
         Self(bytes)
     }
 
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The canonical base64 spelling.
     pub fn to_base64(&self) -> String {
         STANDARD.encode(self.0)

@@ -12,6 +12,7 @@ use std::time::Duration;
 use clap::Args;
 use ipnet::IpNet;
 use nexa_proto::WgPublicKey;
+use nexa_wg::IfName;
 use serde::Deserialize;
 
 use crate::wg::pool::{AddressPool, PoolError};
@@ -75,6 +76,19 @@ pub struct SettingsArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "NEXA_MAX_BODY_BYTES", value_name = "BYTES")]
     pub max_body_bytes: Option<usize>,
+    /// Who runs the WireGuard gateway: `managed` (this server, on this host, over netlink)
+    /// or `external` (another process; this server only hands out addresses).
+    #[arg(long, env = "NEXA_GATEWAY", value_name = "MODE")]
+    pub gateway: Option<String>,
+    /// Name of the gateway interface this server manages (default nexa0).
+    #[arg(long, env = "WG_INTERFACE", value_name = "NAME")]
+    pub wg_interface: Option<String>,
+    /// UDP port the gateway listens on (default: the endpoint's port).
+    #[arg(long, env = "WG_LISTEN_PORT", value_name = "PORT")]
+    pub wg_listen_port: Option<u16>,
+    /// How often the gateway is fully re-read and repaired (default 30s).
+    #[arg(long, env = "NEXA_GATEWAY_RECONCILE", value_name = "DURATION")]
+    pub gateway_reconcile: Option<String>,
 }
 
 /// The config file (TOML). Unknown keys are an error naming the key.
@@ -94,6 +108,10 @@ pub struct FileConfig {
     pub wg_allowed_ips: Option<Vec<IpNet>>,
     pub wg_keepalive: Option<u16>,
     pub max_body_bytes: Option<usize>,
+    pub gateway: Option<String>,
+    pub wg_interface: Option<String>,
+    pub wg_listen_port: Option<u16>,
+    pub gateway_reconcile: Option<String>,
 }
 
 /// A setting that cannot be used, named with its flag / variable / key.
@@ -120,6 +138,24 @@ pub enum ConfigError {
     NoSans,
     #[error("tls_cert and tls_key must be given together (config file {0})")]
     TlsPair(PathBuf),
+    #[error(
+        "gateway mode (--gateway / NEXA_GATEWAY / gateway) {0:?} is unknown: use managed or external"
+    )]
+    GatewayMode(String),
+    #[error(
+        "--gateway managed conflicts with an external gateway key (--wg-public-key / WG_SERVER_PUBLIC_KEY): a managed gateway uses the data directory's key; drop one of the two"
+    )]
+    GatewayConflict,
+    #[error("gateway interface (--wg-interface / WG_INTERFACE / wg_interface): {0}")]
+    Interface(nexa_wg::SpecError),
+    #[error(
+        "gateway listen port (--wg-listen-port / WG_LISTEN_PORT / wg_listen_port) must not be 0"
+    )]
+    ListenPort,
+    #[error(
+        "gateway reconcile interval (--gateway-reconcile / NEXA_GATEWAY_RECONCILE / gateway_reconcile): {0}"
+    )]
+    Reconcile(String),
 }
 
 /// Where the data directory and config file are, before anything else is read.
@@ -194,6 +230,27 @@ pub struct WgSettings {
     pub endpoint_defaulted: bool,
 }
 
+/// Who runs the WireGuard gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GatewayMode {
+    /// This server keeps a kernel interface on its host in step with the store.
+    Managed(ManagedGateway),
+    /// Someone else does; this server only allocates addresses and hands out the key.
+    External,
+}
+
+/// Settings of a gateway interface this server manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedGateway {
+    pub interface: IfName,
+    pub listen_port: u16,
+    /// Interval of the full re-read-and-repair pass.
+    pub reconcile_every: Duration,
+}
+
+pub const DEFAULT_WG_INTERFACE: &str = "nexa0";
+pub const DEFAULT_GATEWAY_RECONCILE: &str = "30s";
+
 /// Fully resolved settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -204,6 +261,7 @@ pub struct Settings {
     pub cert_lifetime: Duration,
     pub org: String,
     pub wg: WgSettings,
+    pub gateway: GatewayMode,
     pub max_body_bytes: usize,
 }
 
@@ -286,6 +344,14 @@ impl Settings {
             .max_body_bytes
             .or(file.max_body_bytes)
             .unwrap_or(DEFAULT_MAX_BODY);
+        let gateway_file = GatewayFileKeys {
+            gateway: file.gateway,
+            wg_interface: file.wg_interface,
+            wg_listen_port: file.wg_listen_port,
+            gateway_reconcile: file.gateway_reconcile,
+        };
+        let gateway =
+            resolve_gateway(args, gateway_file, &endpoint, public_key_override.is_some())?;
         Ok(Self {
             data_dir: loc.data_dir.clone(),
             listen,
@@ -301,9 +367,71 @@ impl Settings {
                 keepalive,
                 endpoint_defaulted,
             },
+            gateway,
             max_body_bytes,
         })
     }
+}
+
+/// The gateway keys of the config file.
+struct GatewayFileKeys {
+    gateway: Option<String>,
+    wg_interface: Option<String>,
+    wg_listen_port: Option<u16>,
+    gateway_reconcile: Option<String>,
+}
+
+fn resolve_gateway(
+    args: &SettingsArgs,
+    file: GatewayFileKeys,
+    endpoint: &str,
+    external_key: bool,
+) -> Result<GatewayMode, ConfigError> {
+    let mode = args.gateway.clone().or(file.gateway);
+    let managed = match mode.as_deref().map(str::trim) {
+        None => !external_key,
+        Some("managed") if external_key => return Err(ConfigError::GatewayConflict),
+        Some("managed") => true,
+        Some("external") => false,
+        Some(other) => return Err(ConfigError::GatewayMode(other.to_owned())),
+    };
+    if !managed {
+        return Ok(GatewayMode::External);
+    }
+    let name = args
+        .wg_interface
+        .clone()
+        .or(file.wg_interface)
+        .unwrap_or_else(|| DEFAULT_WG_INTERFACE.into());
+    let interface = IfName::parse(name.trim()).map_err(ConfigError::Interface)?;
+    // validate_endpoint already checked the port.
+    let endpoint_port = endpoint
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        .unwrap_or(DEFAULT_WG_PORT);
+    let listen_port = args
+        .wg_listen_port
+        .or(file.wg_listen_port)
+        .unwrap_or(endpoint_port);
+    if listen_port == 0 {
+        return Err(ConfigError::ListenPort);
+    }
+    let every = args
+        .gateway_reconcile
+        .clone()
+        .or(file.gateway_reconcile)
+        .unwrap_or_else(|| DEFAULT_GATEWAY_RECONCILE.into());
+    let reconcile_every = parse_duration(&every).map_err(ConfigError::Reconcile)?;
+    if reconcile_every < Duration::from_secs(1) {
+        return Err(ConfigError::Reconcile(format!(
+            "{every:?} is too short; use at least 1s"
+        )));
+    }
+    Ok(GatewayMode::Managed(ManagedGateway {
+        interface,
+        listen_port,
+        reconcile_every,
+    }))
 }
 
 fn validate_endpoint(endpoint: &str) -> Result<(), ConfigError> {

@@ -5,9 +5,8 @@
 //! never initialised and its CA files are created afresh (nothing can have been issued by an
 //! authority whose root was never written).
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use nexa_proto::{Fingerprint, WgPublicKey};
+use nexa_wg::PrivateKey;
 use zeroize::Zeroizing;
 
 use crate::ca::builtin::{CaError, create_ca, pem_to_der};
@@ -97,17 +96,18 @@ pub fn root_fingerprint(dir: &DataDir) -> Result<Fingerprint, InitError> {
     Ok(Fingerprint::of_der(&der))
 }
 
-/// The gateway's public key, derived from its private key file.
-pub fn gateway_public_key(dir: &DataDir) -> Result<WgPublicKey, InitError> {
+/// The gateway's private key, from its file.
+pub fn gateway_private_key(dir: &DataDir) -> Result<PrivateKey, InitError> {
     let path = dir.wg_private_key();
     let text = Zeroizing::new(dir.read_string(&path)?);
-    let bad = || InitError::BadWgKey {
+    PrivateKey::from_base64(&text).map_err(|_| InitError::BadWgKey {
         path: path.display().to_string(),
-    };
-    let bytes = Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| bad())?);
-    let secret: [u8; 32] = bytes.as_slice().try_into().map_err(|_| bad())?;
-    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(secret));
-    Ok(WgPublicKey::from_bytes(public.to_bytes()))
+    })
+}
+
+/// The gateway's public key, derived from its private key file.
+pub fn gateway_public_key(dir: &DataDir) -> Result<WgPublicKey, InitError> {
+    Ok(gateway_private_key(dir)?.public_key())
 }
 
 async fn pin_subnet(db: &Db, settings: &Settings) -> Result<(), InitError> {

@@ -8,13 +8,15 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
 use crate::ca::builtin::{BuiltinCa, CaError};
-use crate::clock::SystemClock;
-use crate::config::Settings;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{GatewayMode, Settings};
 use crate::datadir::DataDir;
 use crate::enroll::EnrollService;
 use crate::http::{AppState, router};
-use crate::init::{InitError, ensure_initialized};
+use crate::init::{InitError, ensure_initialized, gateway_private_key};
 use crate::tls::{self, TlsError};
+use crate::wg::manager::{self, GatewayConfig, GatewayHandle};
+use nexa_wg::KernelLink;
 
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
@@ -51,15 +53,34 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     if settings.wg.endpoint_defaulted {
         tracing::warn!(endpoint = %settings.wg.endpoint, "WG_SERVER_ENDPOINT is not set; devices are told this local default");
     }
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let gateway = match &settings.gateway {
+        GatewayMode::Managed(managed) => manager::spawn(
+            GatewayConfig {
+                interface: managed.interface.clone(),
+                private_key: gateway_private_key(&dir)?,
+                listen_port: managed.listen_port,
+                pool: settings.wg.pool,
+                reconcile_every: managed.reconcile_every,
+                poll_every: manager::DEFAULT_POLL,
+            },
+            db.clone(),
+            Arc::new(KernelLink::new()),
+            clock.clone(),
+        ),
+        GatewayMode::External => GatewayHandle::external(),
+    };
     let service = EnrollService::new(
         db.clone(),
         Arc::new(ca),
         settings.wg.clone(),
         gateway_key,
-        Arc::new(SystemClock),
+        clock,
+        gateway.clone(),
     );
     let app = router(AppState {
         enroll: Arc::new(service),
+        gateway,
         max_body: settings.max_body_bytes,
     });
 

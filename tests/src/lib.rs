@@ -88,6 +88,7 @@ pub struct TestServer {
     pub fingerprint: String,
     child: Option<Child>,
     stderr_log: PathBuf,
+    without_net_admin: bool,
 }
 
 impl TestServer {
@@ -96,8 +97,17 @@ impl TestServer {
         Self::start_with(&[], &[])
     }
 
+    /// Like [`start_with`](Self::start_with), with the server lacking CAP_NET_ADMIN.
+    pub fn start_without_net_admin(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::launch(args, envs, true)
+    }
+
     /// Like [`start`](Self::start) with extra `serve` flags and environment.
     pub fn start_with(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::launch(args, envs, false)
+    }
+
+    fn launch(args: &[&str], envs: &[(&str, &str)], without_net_admin: bool) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
         let data_dir = tmp.path().join("data");
         let mut server = Self {
@@ -107,6 +117,7 @@ impl TestServer {
             fingerprint: String::new(),
             child: None,
             stderr_log: tmp.path().join("server.log"),
+            without_net_admin,
             tmp,
         };
         server.spawn(args, envs);
@@ -132,12 +143,16 @@ impl TestServer {
             .env_remove("WG_SUBNET")
             .env_remove("WG_SERVER_ENDPOINT")
             .env_remove("WG_SERVER_PUBLIC_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log);
+            .env_remove("WG_INTERFACE")
+            // Tests never touch the host's interfaces unless they ask to (envs below).
+            .env("NEXA_GATEWAY", "external");
         for (k, v) in envs {
             cmd.env(k, v);
         }
+        if self.without_net_admin {
+            cmd = without_net_admin(&cmd);
+        }
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
         let mut child = cmd.spawn().expect("spawn nexa-server");
         let stdout = child.stdout.take().expect("server stdout");
         let mut lines = BufReader::new(stdout).lines();
@@ -278,8 +293,30 @@ pub fn agent_command(url: &str, fingerprint: &str, id: &str, certs_dir: &Path) -
         .env("NEXA_CERTS_DIR", certs_dir)
         .env("NEXA_ENROLL_RETRY_FOR", "0")
         .env("NEXA_LOG", "info")
+        // Tests never touch the host's interfaces unless they ask to.
+        .env("NEXA_MANAGE_WIREGUARD", "false")
+        .env_remove("NEXA_WG_INTERFACE")
         .stdin(Stdio::null());
     cmd
+}
+
+/// `cmd` run without CAP_NET_ADMIN (util-linux `setpriv` drops it from the bounding and
+/// inheritable sets, so even root cannot use it): how the tests prove the degraded paths
+/// deterministically on any host, with or without a WireGuard module.
+pub fn without_net_admin(cmd: &Command) -> Command {
+    let mut wrapped = Command::new("setpriv");
+    wrapped
+        .args(["--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => wrapped.env(k, v),
+            None => wrapped.env_remove(k),
+        };
+    }
+    wrapped.stdin(Stdio::null());
+    wrapped
 }
 
 /// A P-256 key and a PEM CSR with CN = `cn`.

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use super::{CliError, operator};
-use crate::db::{Db, QueryContext, audit, certificates, devices, unix_now};
+use crate::db::{Db, QueryContext, audit, certificates, devices, peer_set, unix_now};
 use crate::wg::pool::AddressPool;
 use nexa_proto::duration::parse_duration;
 
@@ -44,6 +44,14 @@ pub enum DeviceCommand {
         #[arg(long = "for", default_value = "1h", value_name = "DURATION")]
         window: String,
     },
+    /// Revoke a device: its certificate is marked revoked, the gateway drops its peer, and it
+    /// can never enroll again. Its address is not reused.
+    Revoke {
+        id: String,
+        /// Why, for the audit trail.
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -75,6 +83,7 @@ pub async fn run(db: &Db, cmd: DeviceCommand) -> Result<(), CliError> {
         DeviceCommand::AllowReenroll { id, window } => {
             allow_reenroll(db, &parse_id(&id)?, &window).await
         }
+        DeviceCommand::Revoke { id, reason } => revoke(db, &parse_id(&id)?, reason).await,
     }
 }
 
@@ -259,6 +268,11 @@ async fn allow_reenroll(db: &Db, id: &DeviceId, window: &str) -> Result<(), CliE
     let row = devices::get(&mut tx, id.as_str())
         .await?
         .ok_or_else(|| CliError::Failed(format!("device {id} is not registered")))?;
+    if row.state == devices::STATE_REVOKED {
+        return Err(CliError::Failed(format!(
+            "device {id} is revoked; a revoked device never enrolls again"
+        )));
+    }
     if row.state != devices::STATE_ENROLLED {
         return Err(CliError::Failed(format!(
             "device {id} has never enrolled; it can enroll without a re-enrollment window"
@@ -280,6 +294,43 @@ async fn allow_reenroll(db: &Db, id: &DeviceId, window: &str) -> Result<(), CliE
         "device {id} may re-enroll with new keys until {}",
         fmt_time(Some(until))
     );
+    Ok(())
+}
+
+async fn revoke(db: &Db, id: &DeviceId, reason: Option<String>) -> Result<(), CliError> {
+    let now = unix_now();
+    let mut tx = db.begin_write().await?;
+    let row = devices::get(&mut tx, id.as_str())
+        .await?
+        .ok_or_else(|| CliError::Failed(format!("device {id} is not registered")))?;
+    if !devices::revoke(&mut tx, id.as_str(), now).await? {
+        println!("device {id} was already revoked");
+        return Ok(());
+    }
+    let serial = certificates::revoke_active(&mut tx, id.as_str(), now).await?;
+    // The serving process notices the bump and removes the peer from the gateway.
+    peer_set::bump(&mut tx).await?;
+    let ev = audit::AuditEvent::new(
+        operator(),
+        "device.revoked",
+        Some(id.as_str()),
+        Some("cli".into()),
+        json!({
+            "reason": reason,
+            "previous_state": row.state,
+            "cert_serial": serial,
+            "wg_public_key": row.wg_public_key,
+        }),
+    );
+    audit::record(&mut tx, &ev).await?;
+    tx.commit().await.doing("committing a revocation")?;
+    println!("device {id} revoked");
+    if let Some(serial) = serial {
+        println!("certificate {serial} marked revoked");
+    }
+    if let Some(key) = row.wg_public_key {
+        println!("gateway peer {key} is removed by the running nexa-server within seconds");
+    }
     Ok(())
 }
 

@@ -21,6 +21,23 @@ pub async fn supersede_active(
     Ok(done.rows_affected())
 }
 
+/// Marks the device's active certificate revoked; returns its serial, if there was one.
+pub async fn revoke_active(
+    conn: &mut SqliteConnection,
+    device_id: &str,
+    now: i64,
+) -> Result<Option<String>, DbError> {
+    sqlx::query_scalar(
+        "UPDATE certificates SET status = 'revoked', revoked_at = $1 \
+         WHERE device_id = $2 AND status = 'active' RETURNING serial",
+    )
+    .bind(now)
+    .bind(device_id)
+    .fetch_optional(conn)
+    .await
+    .doing("revoking a certificate")
+}
+
 /// Records a newly issued certificate as the device's active one.
 pub async fn insert_active(
     conn: &mut SqliteConnection,

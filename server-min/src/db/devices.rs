@@ -23,13 +23,15 @@ pub struct DeviceRow {
     pub enrolled_at: Option<i64>,
     pub reenroll_until: Option<i64>,
     pub generation: i64,
+    pub revoked_at: Option<i64>,
 }
 
 pub const STATE_REGISTERED: &str = "registered";
 pub const STATE_ENROLLED: &str = "enrolled";
+pub const STATE_REVOKED: &str = "revoked";
 
 const COLUMNS: &str = "id, state, note, created_at, updated_at, machine_uid, hostname, ec_spki_sha256, \
-     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation";
+     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation, revoked_at";
 
 /// Registers a device id; returns false if it already existed (left unchanged).
 pub async fn register(
@@ -191,4 +193,40 @@ pub async fn apply_enrollment(
     .await
     .doing("storing an enrollment")?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Revokes a device: it stops being a gateway peer and never enrolls again. Bumps the
+/// generation so an enrollment racing with it loses its compare-and-set. False when the device
+/// does not exist or was already revoked.
+pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE devices SET state = 'revoked', revoked_at = $1, updated_at = $1, \
+             reenroll_until = NULL, generation = generation + 1 \
+         WHERE id = $2 AND state <> 'revoked'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await
+    .doing("revoking a device")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A device the gateway must carry as a peer.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ActivePeer {
+    pub id: String,
+    pub wg_public_key: String,
+    pub wg_host: i64,
+}
+
+/// Every enrolled device with its WireGuard key and host index.
+pub async fn active_peers(conn: &mut SqliteConnection) -> Result<Vec<ActivePeer>, DbError> {
+    sqlx::query_as(
+        "SELECT id, wg_public_key, wg_host FROM devices \
+         WHERE state = 'enrolled' AND wg_public_key IS NOT NULL AND wg_host IS NOT NULL",
+    )
+    .fetch_all(conn)
+    .await
+    .doing("listing gateway peers")
 }

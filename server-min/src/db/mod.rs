@@ -8,6 +8,7 @@
 pub mod audit;
 pub mod certificates;
 pub mod devices;
+pub mod peer_set;
 pub mod settings;
 
 use std::path::Path;

@@ -29,6 +29,7 @@ use crate::config::WgSettings;
 use crate::csr::{self, CsrError};
 use crate::db::devices::{self, DeviceRow};
 use crate::db::{Db, DbError, QueryContext};
+use crate::wg::manager::{GatewayHandle, PeerChange};
 use crate::wg::pool::AllocError;
 use commit::{CommitError, Committed, Committer, EnrollmentWrite};
 
@@ -66,6 +67,8 @@ pub enum EnrollError {
          `nexa-server device allow-reenroll {0}` first"
     )]
     AlreadyEnrolled(DeviceId),
+    #[error("device {0} is revoked and can never enroll again; register a new device id")]
+    Revoked(DeviceId),
     #[error("this WireGuard public key belongs to another device; generate a new key pair")]
     WgKeyInUse,
     #[error("no WireGuard address left: {0}")]
@@ -134,6 +137,7 @@ pub struct EnrollService {
     gateway_key: WgPublicKey,
     clock: Arc<dyn Clock>,
     committer: Committer,
+    gateway: GatewayHandle,
 }
 
 impl EnrollService {
@@ -144,6 +148,7 @@ impl EnrollService {
         wg: WgSettings,
         gateway_key: WgPublicKey,
         clock: Arc<dyn Clock>,
+        gateway: GatewayHandle,
     ) -> Self {
         let committer = Committer::spawn(db.clone(), wg.pool, clock.clone());
         Self {
@@ -153,6 +158,7 @@ impl EnrollService {
             gateway_key,
             clock,
             committer,
+            gateway,
         }
     }
 
@@ -192,6 +198,9 @@ impl EnrollService {
                 }
                 device
             };
+            if device.state == devices::STATE_REVOKED {
+                return Err(EnrollError::Revoked(id.clone()));
+            }
             let plan = plan(&device, &csr.spki_sha256, &wg_key_b64, self.clock.unix())
                 .ok_or_else(|| EnrollError::AlreadyEnrolled(id.clone()))?;
 
@@ -230,6 +239,15 @@ impl EnrollService {
                 Err(CommitError::Conflict) => continue, // another writer won; re-read
                 Err(CommitError::Failed(e)) => return Err(e),
             };
+            // Every enrollment, repeats included, (re)writes its one peer on the gateway.
+            self.gateway.notify(PeerChange::Upsert {
+                key: wg_key.clone(),
+                host,
+                replaces: device
+                    .wg_public_key
+                    .as_deref()
+                    .and_then(|k| WgPublicKey::parse(k).ok()),
+            });
             let address = self.wg.pool.interface_address(host);
             let outcome = match plan {
                 Plan::First => Outcome::Created,
@@ -307,6 +325,7 @@ mod tests {
             enrolled_at: None,
             reenroll_until: window,
             generation: 0,
+            revoked_at: None,
         }
     }
 

@@ -66,6 +66,7 @@ impl From<EnrollError> for ApiError {
             EnrollError::NotRegistered(_) => {
                 ApiError::new(S::FORBIDDEN, ErrorCode::DeviceNotRegistered, msg)
             }
+            EnrollError::Revoked(_) => ApiError::new(S::FORBIDDEN, ErrorCode::DeviceRevoked, msg),
             EnrollError::AlreadyEnrolled(_) => {
                 ApiError::new(S::CONFLICT, ErrorCode::DeviceAlreadyEnrolled, msg)
             }

@@ -7,10 +7,11 @@ pub mod error;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 
 use crate::enroll::EnrollService;
+use crate::wg::manager::GatewayHandle;
 use error::ApiError;
 use nexa_proto::ErrorCode;
 
@@ -18,6 +19,7 @@ use nexa_proto::ErrorCode;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub enroll: Arc<EnrollService>,
+    pub gateway: GatewayHandle,
     /// Largest accepted request body in bytes.
     pub max_body: usize,
 }
@@ -34,8 +36,15 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn healthz() -> axum::Json<serde_json::Value> {
-    axum::Json(serde_json::json!({ "status": "ok" }))
+/// Always 200 while the API serves; `status` is `degraded` when the gateway is.
+async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let gateway = state.gateway.health();
+    let status = if gateway.is_degraded() {
+        "degraded"
+    } else {
+        "ok"
+    };
+    axum::Json(serde_json::json!({ "status": status, "gateway": gateway }))
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
