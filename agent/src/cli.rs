@@ -13,8 +13,8 @@ use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Overrides};
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::{AgentError, exit};
 use crate::status::{render, status};
-use crate::tunnel::{self, show};
-use nexa_wg::KernelLink;
+use crate::tunnel;
+use nexa_wg::{KernelLink, show};
 use std::time::SystemTime;
 
 const EXIT_HELP: &str = "Exit status: 0 success (or already enrolled); 1 local failure, or for `status` \
@@ -191,6 +191,9 @@ pub async fn run(cli: Cli) -> ExitCode {
                             "{}",
                             show::render(&cfg.wg_interface, state.as_ref(), SystemTime::now())
                         );
+                        if state.is_none() {
+                            println!("bring it up with `nexa-agent wg up`");
+                        }
                     }
                     if state.is_some() {
                         ExitCode::SUCCESS

@@ -12,6 +12,7 @@ pub mod kernel;
 pub mod link;
 pub mod memory;
 pub mod plan;
+pub mod show;
 pub mod spec;
 
 pub use kernel::KernelLink;

@@ -6,7 +6,6 @@
 //! removes the interface; [`show`] reports it.
 
 pub mod profile;
-pub mod show;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;

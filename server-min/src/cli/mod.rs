@@ -8,11 +8,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{ConfigError, Locations, Settings, SettingsArgs};
+use crate::config::{ConfigError, GatewayMode, Locations, Settings, SettingsArgs};
 use crate::datadir::DataDir;
 use crate::db::{Db, DbError};
 use crate::init::{InitError, ensure_initialized, root_fingerprint};
 use crate::serve::{ServeError, serve};
+use nexa_wg::{KernelLink, WgLink, show};
 
 /// Exit code for a usage or configuration error (also clap's).
 pub const EXIT_USAGE: u8 = 2;
@@ -62,6 +63,20 @@ pub enum Command {
     Device(device::DeviceCommand),
     /// Show the audit trail.
     Audit(device::AuditArgs),
+    /// The WireGuard gateway interface this server manages.
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Show the gateway interface and its peers as the kernel has them (needs CAP_NET_ADMIN).
+    Show {
+        #[command(flatten)]
+        settings: SettingsArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -153,7 +168,37 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             db.close().await;
             result
         }
+        Command::Gateway(GatewayCommand::Show { settings, json }) => {
+            let settings = Settings::resolve(&loc, &settings, file)?;
+            gateway_show(&settings, json)
+        }
     }
+}
+
+fn gateway_show(settings: &Settings, as_json: bool) -> Result<(), CliError> {
+    let GatewayMode::Managed(gw) = &settings.gateway else {
+        return Err(CliError::Usage(
+            "the gateway is external (--gateway external or WG_SERVER_PUBLIC_KEY): this server manages no interface".into(),
+        ));
+    };
+    let state = KernelLink::new()
+        .read(&gw.interface)
+        .map_err(|e| CliError::Failed(format!("gateway interface {}: {e}", gw.interface)))?;
+    if as_json {
+        println!("{}", show::to_json(&gw.interface, state.as_ref()));
+    } else {
+        print!(
+            "{}",
+            show::render(&gw.interface, state.as_ref(), std::time::SystemTime::now())
+        );
+    }
+    if state.is_none() {
+        return Err(CliError::Failed(format!(
+            "gateway interface {} does not exist; `nexa-server serve` creates it",
+            gw.interface
+        )));
+    }
+    Ok(())
 }
 
 fn require_initialised(dir: &DataDir) -> Result<(), CliError> {

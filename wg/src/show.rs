@@ -1,8 +1,9 @@
-//! `nexa-agent wg show`: the interface as the kernel has it, for people and for scripts.
+//! An interface as the kernel has it, for people (in the spirit of `wg show`) and for
+//! scripts (JSON). Used by `nexa-agent wg show` and `nexa-server gateway show`.
 
 use std::time::{Duration, SystemTime};
 
-use nexa_wg::{IfName, InterfaceState};
+use crate::spec::{IfName, InterfaceState};
 use serde_json::json;
 
 fn ago(t: Option<SystemTime>, now: SystemTime) -> String {
@@ -24,7 +25,7 @@ fn unix(t: Option<SystemTime>) -> Option<u64> {
 /// Human-readable, in the spirit of `wg show`.
 pub fn render(name: &IfName, state: Option<&InterfaceState>, now: SystemTime) -> String {
     let Some(st) = state else {
-        return format!("interface {name}: not present (bring it up with `nexa-agent wg up`)\n");
+        return format!("interface {name}: not present\n");
     };
     let mut out = format!(
         "interface {name}: {}\n  public key: {}\n  listening port: {}\n  addresses: {}\n",
@@ -97,8 +98,8 @@ pub fn to_json(name: &IfName, state: Option<&InterfaceState>) -> serde_json::Val
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::spec::PeerState;
     use nexa_proto::WgPublicKey;
-    use nexa_wg::PeerState;
 
     #[test]
     fn renders_present_and_absent() {
