@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting, lints, the Yocto toolchain (Rust 1.94.1) build check, the
-# static musl agent build, and every unit and integration test against real processes.
+# static musl agent build, every unit and integration test against real processes, and the
+# QEMU boot test (kernel WireGuard between a device and a gateway in a Debian guest).
 #
 #   ./scripts/test.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$NEXA_ROOT"
 
-install_debs build-essential musl-tools openssl curl ca-certificates file binutils
+install_debs build-essential musl-tools openssl curl ca-certificates file binutils util-linux
 ensure_rust musl msrv
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
@@ -29,3 +30,6 @@ echo "nexa-agent ($MUSL_TARGET) is statically linked"
 log "tests"
 cargo build --workspace --bins --locked
 cargo test --workspace --locked
+
+log "QEMU boot test: kernel WireGuard, two boots, revocation"
+"$NEXA_ROOT/scripts/qemu-test.sh"

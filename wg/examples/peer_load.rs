@@ -4,6 +4,11 @@
 //! Needs root and the WireGuard module; `scripts/bench-wg.sh` runs it inside the QEMU guest.
 //! Prints one `NEXA-METRIC name value unit` line per figure and `NEXA-CHECK name pass|fail`
 //! lines for the properties it verifies. Usage: `peer_load [PEERS]` (default 10000).
+//!
+//! Loading a peer costs the kernel one Curve25519 operation (the static-static precomputation),
+//! and that dominates. `peer_load --calibrate` times the same kind of operation in user space
+//! (needs nothing); run in the guest and on the host it gives the emulation's slowdown, so the
+//! benchmark script can also state what the load would take on the host's CPU.
 
 use std::process::ExitCode;
 use std::time::Instant;
@@ -39,7 +44,26 @@ fn check(name: &str, ok: bool, detail: &str) -> bool {
     ok
 }
 
+/// Microseconds per X25519 scalar multiplication in user space.
+fn calibrate() -> f64 {
+    const ROUNDS: u32 = 2000;
+    let mut sink = 0u8;
+    let t = Instant::now();
+    for i in 0..ROUNDS {
+        let mut k = [7u8; 32];
+        k[..4].copy_from_slice(&i.to_be_bytes());
+        let secret = x25519_dalek::StaticSecret::from(k);
+        sink ^= x25519_dalek::PublicKey::from(&secret).as_bytes()[0];
+    }
+    std::hint::black_box(sink);
+    t.elapsed().as_secs_f64() * 1e6 / f64::from(ROUNDS)
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("--calibrate") {
+        metric("x25519-userspace", calibrate(), "us/op");
+        return ExitCode::SUCCESS;
+    }
     let peers: u32 = std::env::args()
         .nth(1)
         .and_then(|a| a.parse().ok())
@@ -74,6 +98,7 @@ fn run(count: u32) -> Result<bool, nexa_wg::WgError> {
         routes: Vec::new(),
     };
 
+    metric("x25519-userspace", calibrate(), "us/op");
     let t = Instant::now();
     let plan = reconcile(&link, &spec)?;
     let load = t.elapsed();
