@@ -7,6 +7,7 @@
 # Environment: NEXA_DEMO_DIR (default ./demo, recreated on each run), NEXA_LISTEN
 # (default 127.0.0.1:8443), NEXA_DEMO_DEVICE (default demo-device-001).
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 cd "$NEXA_ROOT"
 

@@ -1,6 +1,7 @@
 # Shared helpers for the project's scripts. Source it; do not run it.
 # shellcheck shell=bash
 
+# shellcheck disable=SC2034 # used by the scripts that source this file
 NEXA_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 MUSL_TARGET=x86_64-unknown-linux-musl
 MSRV_TOOLCHAIN=1.94.1

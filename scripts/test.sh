@@ -5,6 +5,7 @@
 #
 #   ./scripts/test.sh
 set -euo pipefail
+# shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
 cd "$NEXA_ROOT"
 
