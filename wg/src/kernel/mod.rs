@@ -117,3 +117,51 @@ impl WgLink for KernelLink {
         Ok(true)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errno(n: i32) -> io::Error {
+        io::Error::from_raw_os_error(n)
+    }
+
+    #[test]
+    fn errnos_become_what_the_operator_must_do() {
+        let name = IfName::parse("wg0").unwrap();
+        assert!(matches!(
+            classify("create link", &name, errno(libc::EPERM)),
+            WgError::NoPermission { op: "create link" }
+        ));
+        assert!(matches!(
+            classify("wireguard read", &name, errno(libc::EACCES)),
+            WgError::NoPermission { .. }
+        ));
+        assert!(matches!(
+            classify("create link", &name, errno(libc::EOPNOTSUPP)),
+            WgError::ModuleMissing
+        ));
+        assert!(matches!(
+            classify("wireguard set", &name, errno(libc::ENOENT)),
+            WgError::ModuleMissing
+        ));
+        assert!(matches!(
+            classify(
+                "wireguard read",
+                &name,
+                io::Error::from(io::ErrorKind::NotFound)
+            ),
+            WgError::ModuleMissing
+        ));
+        // Elsewhere the same errnos are plain netlink failures that name the operation.
+        let other = classify("add route", &name, errno(libc::ENOENT));
+        assert!(matches!(
+            other,
+            WgError::Netlink {
+                op: "add route",
+                ..
+            }
+        ));
+        assert!(other.to_string().contains("add route on wg0"), "{other}");
+    }
+}
