@@ -18,7 +18,7 @@ QEMU_MODULES=(virtio_pci virtio_blk crc32c_generic ext4 veth wireguard)
 
 # qemu_install_deps: host packages and the Rust musl target.
 qemu_install_deps() {
-    install_debs qemu-system-x86 busybox-static cpio e2fsprogs kmod musl-tools binutils gzip xz-utils
+    install_debs qemu-system-x86 busybox-static cpio e2fsprogs kmod musl-tools binutils gzip xz-utils zstd
     ensure_rust musl
 }
 

@@ -78,13 +78,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(count: u32) -> Result<bool, nexa_wg::WgError> {
+fn run(count: u32) -> Result<bool, Box<dyn std::error::Error>> {
     let link = KernelLink::new();
-    let name = IfName::parse("nexa-bench0").map_err(|e| nexa_wg::WgError::Netlink {
-        op: "parse name",
-        iface: e.to_string(),
-        source: std::io::Error::other("bad name"),
-    })?;
+    let name = IfName::parse("nexa-bench0")?;
     link.delete(&name)?;
     let mut spec = InterfaceSpec {
         name: name.clone(),

@@ -11,6 +11,8 @@ use crate::spec::{IfName, InterfaceState, PeerState, normalize};
 /// What a [`MemoryLink`] was asked to do.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Calls {
+    /// Calls of `apply`, including those that failed.
+    pub attempts: usize,
     /// Non-empty plans applied.
     pub applies: usize,
     /// Peers written (added or updated) over all plans.
@@ -74,6 +76,7 @@ impl WgLink for MemoryLink {
 
     fn apply(&self, name: &IfName, plan: &Plan) -> Result<(), WgError> {
         let mut inner = self.lock();
+        inner.calls.attempts += 1;
         if let Some(make) = inner.fail_with {
             return Err(make());
         }

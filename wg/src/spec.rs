@@ -20,6 +20,16 @@ pub enum SpecError {
     InterfaceName(String),
     #[error("WireGuard private key is not 32 bytes of standard base64 (as `wg genkey` prints)")]
     PrivateKey,
+    #[error("peer {0} is listed twice; each public key may appear once")]
+    DuplicatePeer(String),
+    #[error(
+        "allowed IP {net} is given to two peers ({first} and {second}); the kernel keeps only the last"
+    )]
+    SharedAllowedIp {
+        net: String,
+        first: String,
+        second: String,
+    },
 }
 
 /// A Linux interface name: 1–15 bytes, no `/`, no whitespace, not `.` or `..`.
@@ -132,6 +142,31 @@ pub struct InterfaceSpec {
     pub routes: Vec<IpNet>,
 }
 
+impl InterfaceSpec {
+    /// A spec the kernel can hold stably: each peer once, each allowed IP with one peer.
+    /// (Otherwise every pass would rewrite the peers in turn, never converging.)
+    pub fn validate(&self) -> Result<(), SpecError> {
+        use std::collections::HashMap;
+        let mut keys = std::collections::HashSet::with_capacity(self.peers.len());
+        let mut owners: HashMap<IpNet, &WgPublicKey> = HashMap::with_capacity(self.peers.len());
+        for peer in &self.peers {
+            if !keys.insert(&peer.public_key) {
+                return Err(SpecError::DuplicatePeer(peer.public_key.to_string()));
+            }
+            for net in peer.normalized_allowed_ips() {
+                if let Some(first) = owners.insert(net, &peer.public_key) {
+                    return Err(SpecError::SharedAllowedIp {
+                        net: net.to_string(),
+                        first: first.to_string(),
+                        second: peer.public_key.to_string(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A peer as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerState {
@@ -197,6 +232,33 @@ mod tests {
         let secret = x25519_dalek::StaticSecret::from([5u8; 32]);
         let expected = x25519_dalek::PublicKey::from(&secret).to_bytes();
         assert_eq!(key.public_key(), WgPublicKey::from_bytes(expected));
+    }
+
+    #[test]
+    fn a_spec_with_a_peer_twice_or_a_shared_allowed_ip_is_refused() {
+        let peer = |k: u8, ip: &str| PeerSpec {
+            public_key: WgPublicKey::from_bytes([k; 32]),
+            endpoint: None,
+            allowed_ips: vec![ip.parse().unwrap()],
+            persistent_keepalive: 0,
+        };
+        let mut spec = InterfaceSpec {
+            name: IfName::parse("wg0").unwrap(),
+            private_key: PrivateKey::from_bytes([1; 32]),
+            listen_port: None,
+            addresses: vec![],
+            peers: vec![peer(1, "10.0.0.2/32"), peer(2, "10.0.0.3/32")],
+            routes: vec![],
+        };
+        assert_eq!(spec.validate(), Ok(()));
+        spec.peers.push(peer(1, "10.0.0.4/32"));
+        assert!(matches!(spec.validate(), Err(SpecError::DuplicatePeer(_))));
+        spec.peers.pop();
+        spec.peers.push(peer(3, "10.0.0.3/32"));
+        assert!(matches!(
+            spec.validate(),
+            Err(SpecError::SharedAllowedIp { .. })
+        ));
     }
 
     #[test]

@@ -75,7 +75,7 @@ fn build(
 ) -> Result<InterfaceSpec, TunnelError> {
     let connected: Vec<IpNet> = profile.addresses.iter().map(IpNet::trunc).collect();
     let mut peers = Vec::with_capacity(profile.peers.len());
-    let mut routes: Vec<IpNet> = Vec::new();
+    let mut endpoints = Vec::new();
     for peer in profile.peers {
         let endpoint = match &peer.endpoint {
             Some(ep) => Some(resolve(ep).map_err(|reason| TunnelError::Endpoint {
@@ -84,22 +84,33 @@ fn build(
             })?),
             None => None,
         };
-        for net in peer.allowed_ips.iter().map(IpNet::trunc) {
-            if net.prefix_len() == 0 {
-                // A default route into the tunnel would also capture the way to the endpoint.
-                tracing::warn!(%net, "full-tunnel AllowedIPs are accepted for the peer but no default route is installed");
-                continue;
-            }
-            if !connected.iter().any(|c| c.contains(&net)) && !routes.contains(&net) {
-                routes.push(net);
-            }
-        }
+        endpoints.extend(endpoint.map(|e| e.ip()));
         peers.push(PeerSpec {
             public_key: peer.public_key,
             endpoint,
             allowed_ips: peer.allowed_ips,
             persistent_keepalive: peer.persistent_keepalive,
         });
+    }
+    let mut routes: Vec<IpNet> = Vec::new();
+    for net in peers
+        .iter()
+        .flat_map(|p| p.allowed_ips.iter())
+        .map(IpNet::trunc)
+    {
+        if net.prefix_len() == 0 {
+            // Full tunnel needs policy routing (as wg-quick does); not installed here.
+            tracing::warn!(%net, "full-tunnel AllowedIPs are accepted for the peer but no default route is installed");
+            continue;
+        }
+        if endpoints.iter().any(|ip| net.contains(ip)) {
+            // A route into the tunnel for the tunnel's own endpoint would loop its packets.
+            tracing::warn!(%net, "allowed IPs contain the gateway endpoint; no route installed for them");
+            continue;
+        }
+        if !connected.iter().any(|c| c.contains(&net)) && !routes.contains(&net) {
+            routes.push(net);
+        }
     }
     Ok(InterfaceSpec {
         name: name.clone(),
@@ -157,11 +168,11 @@ mod tests {
     }
 
     #[test]
-    fn routes_only_for_networks_outside_the_interface_prefix() {
+    fn routes_only_for_networks_outside_the_interface_prefix_and_never_for_the_endpoint() {
         let tmp = tempfile::tempdir().unwrap();
         let certs = write_profile(
             tmp.path(),
-            &["10.8.0.0/24", "192.168.50.0/24", "0.0.0.0/0"],
+            &["10.8.0.0/24", "192.168.50.0/24", "0.0.0.0/0", "127.0.0.0/8"],
             "127.0.0.1:51820",
         );
         let s = spec(&certs, &IfName::parse("wg0").unwrap()).unwrap();

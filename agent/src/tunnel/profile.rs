@@ -51,6 +51,20 @@ struct PeerDraft {
     persistent_keepalive: u16,
 }
 
+/// The key's first word only (`PrivateKey: abc…=` must not put the key into a message), and
+/// only if it looks like a key name at all (a bare base64 line does not).
+fn key_name(raw: &str) -> &str {
+    let word = raw
+        .split(|c: char| c.is_whitespace() || c == ':')
+        .next()
+        .unwrap_or("");
+    if !word.is_empty() && word.len() <= 32 && word.bytes().all(|b| b.is_ascii_alphabetic()) {
+        word
+    } else {
+        "(not a key name)"
+    }
+}
+
 fn list<T>(line: usize, key: &str, value: &str) -> Result<Vec<T>, ProfileError>
 where
     T: std::str::FromStr,
@@ -101,15 +115,11 @@ pub fn parse(text: &str) -> Result<Profile, ProfileError> {
             section = Section::Peer;
             continue;
         }
+        // Messages never quote the line: it may hold the private key.
         let (key, value) = line
             .split_once('=')
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .ok_or_else(|| {
-                err(
-                    n,
-                    format!("expected `Key = Value` or a [Section], got {line:?}"),
-                )
-            })?;
+            .map(|(k, v)| (key_name(k.trim()), v.trim()))
+            .ok_or_else(|| err(n, "expected `Key = Value` or a [Section]"))?;
         match (&section, key.to_ascii_lowercase().as_str()) {
             (Section::None, _) => return Err(err(n, format!("{key} outside of a section"))),
             (Section::Interface, "privatekey") => {
@@ -256,6 +266,22 @@ mod tests {
             let e = parse(text).unwrap_err();
             assert_eq!(e.line, line, "{text:?}: {e}");
             assert!(e.message.contains(needle), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_mistyped_private_key_line_does_not_put_the_key_into_the_error() {
+        let key = STANDARD.encode([4u8; 32]);
+        for line in [
+            format!("PrivateKey: {key}"),
+            format!("PrivateKey {key}"),
+            format!("Private Key = {key}"),
+            key.clone(),
+        ] {
+            let e = parse(&format!("[Interface]\n{line}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(!e.contains(&key[..20]), "{e}");
         }
     }
 }

@@ -329,7 +329,11 @@ async fn revoke(db: &Db, id: &DeviceId, reason: Option<String>) -> Result<(), Cl
         println!("certificate {serial} marked revoked");
     }
     if let Some(key) = row.wg_public_key {
-        println!("gateway peer {key} is removed by the running nexa-server within seconds");
+        println!(
+            "gateway peer {key}: a running nexa-server with a managed gateway removes it within \
+             about a second; an external gateway must remove it itself \
+             (wg set IFACE peer {key} remove)"
+        );
     }
     Ok(())
 }

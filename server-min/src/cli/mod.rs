@@ -186,7 +186,7 @@ fn gateway_show(settings: &Settings, as_json: bool) -> Result<(), CliError> {
         .map_err(|e| CliError::Failed(format!("gateway interface {}: {e}", gw.interface)))?;
     if as_json {
         println!("{}", show::to_json(&gw.interface, state.as_ref()));
-    } else {
+    } else if state.is_some() {
         print!(
             "{}",
             show::render(&gw.interface, state.as_ref(), std::time::SystemTime::now())

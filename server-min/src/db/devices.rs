@@ -230,3 +230,26 @@ pub async fn active_peers(conn: &mut SqliteConnection) -> Result<Vec<ActivePeer>
     .await
     .doing("listing gateway peers")
 }
+
+/// Which of `keys` belong to enrolled devices right now.
+pub async fn enrolled_keys(
+    conn: &mut SqliteConnection,
+    keys: &[String],
+) -> Result<Vec<String>, DbError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let placeholders: Vec<String> = (1..=keys.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT wg_public_key FROM devices WHERE state = 'enrolled' AND wg_public_key IN ({})",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query_scalar(sqlx::AssertSqlSafe(sql));
+    for key in keys {
+        query = query.bind(key);
+    }
+    query
+        .fetch_all(conn)
+        .await
+        .doing("checking gateway peers against the store")
+}

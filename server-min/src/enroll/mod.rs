@@ -240,7 +240,7 @@ impl EnrollService {
                 Err(CommitError::Failed(e)) => return Err(e),
             };
             // Every enrollment, repeats included, (re)writes its one peer on the gateway.
-            self.gateway.notify(PeerChange::Upsert {
+            self.gateway.notify(PeerChange {
                 key: wg_key.clone(),
                 host,
                 replaces: device

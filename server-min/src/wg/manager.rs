@@ -4,7 +4,8 @@
 //!   kernel, apply the difference (a peer removed by hand comes back, a peer the store does not
 //!   know is removed, a changed key or port is put back).
 //! - Enrollments in this process arrive as [`PeerChange`]s and are applied at once as peer-only
-//!   plans: one enrollment writes one peer, never the whole set.
+//!   plans: one enrollment writes one peer, never the whole set. Each batch is checked against
+//!   the store first, so an enrollment overtaken by a revocation is not applied.
 //! - Changes made by other processes (`nexa-server device revoke`) bump the `peer_set` version
 //!   in the store; the manager polls it every `poll_every` and runs a full pass when it moves.
 //! - Without the kernel module or CAP_NET_ADMIN the manager keeps running, reports the gateway
@@ -61,16 +62,13 @@ fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
 }
 
-/// A change to one device's peer, sent by the enrollment path after its commit.
+/// A device enrolled with `key` at host index `host`; `replaces` is its previous key. Sent by
+/// the enrollment path after its commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PeerChange {
-    /// The device enrolled with `key` at host index `host`; `replaces` is its previous key.
-    Upsert {
-        key: WgPublicKey,
-        host: i64,
-        replaces: Option<WgPublicKey>,
-    },
-    Remove(WgPublicKey),
+pub struct PeerChange {
+    pub key: WgPublicKey,
+    pub host: i64,
+    pub replaces: Option<WgPublicKey>,
 }
 
 /// The gateway's state, as `/healthz` reports it.
@@ -205,7 +203,8 @@ struct Manager {
     link: Arc<dyn WgLink>,
     clock: Arc<dyn Clock>,
     health: Arc<RwLock<GatewayHealth>>,
-    /// Peer-set version the last full pass started from.
+    /// Peer-set version the last successful full pass started from; `None` makes the next
+    /// poll run a full pass.
     seen_version: Option<i64>,
 }
 
@@ -253,8 +252,8 @@ impl Manager {
         peer_set::version(&mut conn).await
     }
 
-    /// The interface as the store says it should be.
-    async fn desired(&mut self) -> Result<InterfaceSpec, DbError> {
+    /// The interface as the store says it should be, and the peer-set version it reflects.
+    async fn desired(&self) -> Result<(InterfaceSpec, i64), DbError> {
         let mut conn = self
             .db
             .pool()
@@ -264,7 +263,6 @@ impl Manager {
         // Version first: a change committed after this read bumps it again and re-triggers.
         let version = peer_set::version(&mut conn).await?;
         let rows = devices::active_peers(&mut conn).await?;
-        self.seen_version = Some(version);
         let mut peers = Vec::with_capacity(rows.len());
         for row in rows {
             match WgPublicKey::parse(&row.wg_public_key) {
@@ -274,30 +272,32 @@ impl Manager {
                 }
             }
         }
-        Ok(InterfaceSpec {
+        let spec = InterfaceSpec {
             name: self.cfg.interface.clone(),
             private_key: self.cfg.private_key.clone(),
             listen_port: Some(self.cfg.listen_port),
             addresses: vec![self.cfg.address()],
             peers,
             routes: Vec::new(),
-        })
+        };
+        Ok((spec, version))
     }
 
     async fn full_pass(&mut self) {
         let result = async {
-            let spec = self.desired().await?;
+            let (spec, version) = self.desired().await?;
             let peers = spec.peers.len();
             let link = self.link.clone();
             let started = std::time::Instant::now();
             let plan = tokio::task::spawn_blocking(move || reconcile(link.as_ref(), &spec))
                 .await
                 .map_err(|e| PassError::Join(e.to_string()))??;
-            Ok::<_, PassError>((plan, peers, started.elapsed()))
+            Ok::<_, PassError>((plan, peers, started.elapsed(), version))
         }
         .await;
         match result {
-            Ok((plan, peers, took)) => {
+            Ok((plan, peers, took, version)) => {
+                self.seen_version = Some(version);
                 if plan.is_empty() {
                     tracing::debug!(interface = %self.cfg.interface, peers, "gateway in step");
                 } else {
@@ -305,7 +305,15 @@ impl Manager {
                 }
                 self.set_ok(Some(peers), true);
             }
-            Err(e) => self.set_degraded(&e),
+            Err(e) => {
+                // A transient failure is retried at the next poll (about a second); a host that
+                // cannot run WireGuard at all is retried at the full-pass interval.
+                let environment = matches!(&e, PassError::Wg(w) if w.is_environment());
+                if !environment {
+                    self.seen_version = None;
+                }
+                self.set_degraded(&e);
+            }
         }
     }
 
@@ -314,30 +322,38 @@ impl Manager {
             // The next full pass carries these along with everything else.
             return;
         }
-        let mut upsert = Vec::new();
+        let mut upsert: Vec<PeerSpec> = Vec::new();
         let mut remove = Vec::new();
-        for change in batch {
-            match change {
-                PeerChange::Upsert {
-                    key,
-                    host,
-                    replaces,
-                } => {
-                    if let Some(old) = replaces.filter(|old| *old != key) {
-                        upsert.retain(|p: &PeerSpec| p.public_key != old);
-                        remove.push(old);
-                    }
-                    remove.retain(|k| *k != key);
-                    upsert.retain(|p: &PeerSpec| p.public_key != key);
-                    upsert.push(self.cfg.peer(key, host));
-                }
-                PeerChange::Remove(key) => {
-                    upsert.retain(|p: &PeerSpec| p.public_key != key);
-                    remove.push(key);
-                }
+        for PeerChange {
+            key,
+            host,
+            replaces,
+        } in batch
+        {
+            if let Some(old) = replaces.filter(|old| *old != key) {
+                upsert.retain(|p| p.public_key != old);
+                remove.push(old);
             }
+            remove.retain(|k| *k != key);
+            upsert.retain(|p| p.public_key != key);
+            upsert.push(self.cfg.peer(key, host));
         }
-        let plan = Plan::peers(upsert, remove);
+        // The store decides: an enrollment that a revocation overtook is not applied (and
+        // its key is removed, in case an earlier event put it there).
+        let keys: Vec<String> = upsert.iter().map(|p| p.public_key.to_base64()).collect();
+        let enrolled = match self.enrolled_keys(&keys).await {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check gateway peers against the store; running a full pass");
+                self.full_pass().await;
+                return;
+            }
+        };
+        let (keep, dropped): (Vec<PeerSpec>, Vec<PeerSpec>) = upsert
+            .into_iter()
+            .partition(|p| enrolled.contains(&p.public_key.to_base64()));
+        remove.extend(dropped.into_iter().map(|p| p.public_key));
+        let plan = Plan::peers(keep, remove);
         let summary = plan.to_string();
         let link = self.link.clone();
         let name = self.cfg.interface.clone();
@@ -356,6 +372,16 @@ impl Manager {
                 self.full_pass().await;
             }
         }
+    }
+
+    async fn enrolled_keys(&self, keys: &[String]) -> Result<Vec<String>, DbError> {
+        let mut conn = self
+            .db
+            .pool()
+            .acquire()
+            .await
+            .doing("acquiring a connection")?;
+        devices::enrolled_keys(&mut conn, keys).await
     }
 
     fn health(&self) -> GatewayHealth {
@@ -458,6 +484,21 @@ mod tests {
         k
     }
 
+    fn key(b: u8) -> WgPublicKey {
+        WgPublicKey::from_bytes([b; 32])
+    }
+
+    async fn set_key(db: &Db, id: &str, k: u8) {
+        let mut tx = db.begin_write().await.unwrap();
+        sqlx::query("UPDATE devices SET wg_public_key = $1 WHERE id = $2")
+            .bind(key(k).to_base64())
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
     #[tokio::test]
     async fn start_loads_store_changes_apply_singly_and_drift_is_repaired() {
         let tmp = tempfile::tempdir().unwrap();
@@ -475,13 +516,14 @@ mod tests {
             state.addresses,
             vec!["10.8.0.1/24".parse::<IpNet>().unwrap()]
         );
-        assert_eq!(keys(&link, &name).len(), 2);
+        assert_eq!(keys(&link, &name), vec![key(1), key(2)]);
         assert_eq!(handle.health().peers, Some(2));
         let before = link.calls();
 
         // One enrollment writes one peer.
-        handle.notify(PeerChange::Upsert {
-            key: WgPublicKey::from_bytes([3; 32]),
+        enroll(&db, "c", 3, 4).await;
+        handle.notify(PeerChange {
+            key: key(3),
             host: 4,
             replaces: None,
         });
@@ -491,29 +533,51 @@ mod tests {
         assert_eq!(after.applies - before.applies, 1);
 
         // A re-enrollment swaps the key in one plan.
-        handle.notify(PeerChange::Upsert {
-            key: WgPublicKey::from_bytes([4; 32]),
+        set_key(&db, "c", 4).await;
+        handle.notify(PeerChange {
+            key: key(4),
             host: 4,
-            replaces: Some(WgPublicKey::from_bytes([3; 32])),
+            replaces: Some(key(3)),
         });
-        until("key swap", || {
-            keys(&link, &name).contains(&WgPublicKey::from_bytes([4; 32]))
-        })
-        .await;
-        assert!(!keys(&link, &name).contains(&WgPublicKey::from_bytes([3; 32])));
+        until("key swap", || keys(&link, &name).contains(&key(4))).await;
+        assert!(!keys(&link, &name).contains(&key(3)));
 
         // Another process revokes "a" and bumps the version: the poll picks it up.
         let mut tx = db.begin_write().await.unwrap();
         devices::revoke(&mut tx, "a", 2).await.unwrap();
         peer_set::bump(&mut tx).await.unwrap();
         tx.commit().await.unwrap();
-        until("revocation", || {
-            !keys(&link, &name).contains(&WgPublicKey::from_bytes([1; 32]))
+        until("revocation", || !keys(&link, &name).contains(&key(1))).await;
+        assert_eq!(keys(&link, &name), vec![key(2), key(4)]);
+    }
+
+    #[tokio::test]
+    async fn an_enrollment_overtaken_by_its_revocation_is_not_applied() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (db, cfg) = setup(tmp.path()).await;
+        enroll(&db, "a", 1, 2).await;
+        let link = Arc::new(MemoryLink::new());
+        let name = cfg.interface.clone();
+        let handle = spawn(cfg, db.clone(), link.clone(), Arc::new(SystemClock));
+        until("start pass", || handle.health().state == "ok").await;
+        // "d" enrolled and was revoked before the manager saw the enrollment event; the
+        // revocation's version bump may already have been consumed by a full pass.
+        enroll(&db, "d", 5, 3).await;
+        let mut tx = db.begin_write().await.unwrap();
+        devices::revoke(&mut tx, "d", 2).await.unwrap();
+        tx.commit().await.unwrap();
+        let before = link.calls();
+        handle.notify(PeerChange {
+            key: key(5),
+            host: 3,
+            replaces: None,
+        });
+        until("the event was handled", || {
+            link.calls().applies > before.applies
         })
         .await;
-        // The full pass also dropped the peer the store does not know ([4; 32] came only as
-        // an event in this test), so the store is the whole truth afterwards.
-        assert_eq!(keys(&link, &name), vec![WgPublicKey::from_bytes([2; 32])]);
+        assert_eq!(keys(&link, &name), vec![key(1)]);
+        assert_eq!(link.calls().peers_written, before.peers_written);
     }
 
     #[tokio::test]
@@ -525,16 +589,24 @@ mod tests {
         let link = Arc::new(MemoryLink::new());
         link.fail_with(Some(|| WgError::ModuleMissing));
         let name = cfg.interface.clone();
-        let handle = spawn(cfg, db, link.clone(), Arc::new(SystemClock));
+        let handle = spawn(cfg, db.clone(), link.clone(), Arc::new(SystemClock));
         until("degraded", || handle.health().is_degraded()).await;
         let h = handle.health();
         assert_eq!(h.error.as_ref().unwrap().code, "wireguard_module_missing");
         assert!(h.error.unwrap().message.contains("modprobe wireguard"));
-        // Events that arrive while degraded are dropped; the healing pass applies the store.
-        handle.notify(PeerChange::Remove(WgPublicKey::from_bytes([1; 32])));
+        // An enrollment while degraded is not tried on its own (full passes fail at `read`,
+        // before any `apply`); the healing pass carries it.
+        enroll(&db, "b", 2, 3).await;
+        handle.notify(PeerChange {
+            key: key(2),
+            host: 3,
+            replaces: None,
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(link.calls().attempts, 0);
         link.fail_with(None);
         until("healed", || handle.health().state == "ok").await;
-        assert_eq!(keys(&link, &name), vec![WgPublicKey::from_bytes([1; 32])]);
+        assert_eq!(keys(&link, &name), vec![key(1), key(2)]);
     }
 
     #[tokio::test]

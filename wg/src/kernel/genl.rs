@@ -9,6 +9,7 @@ use std::io;
 use ipnet::IpNet;
 use nexa_proto::WgPublicKey;
 use wireguard_control::{Backend, Device, DeviceUpdate, InterfaceName, Key, PeerConfigBuilder};
+use zeroize::Zeroize as _;
 
 use crate::plan::Plan;
 use crate::spec::{IfName, PeerSpec, PeerState};
@@ -28,7 +29,11 @@ fn iface(name: &IfName) -> io::Result<InterfaceName> {
 }
 
 pub(super) fn read(name: &IfName) -> io::Result<DeviceState> {
-    let device = Device::get(&iface(name)?, Backend::Kernel)?;
+    let mut device = Device::get(&iface(name)?, Backend::Kernel)?;
+    // The kernel sends the private key too; it is not needed (the public key is compared).
+    if let Some(key) = device.private_key.as_mut() {
+        key.0.zeroize();
+    }
     let peers = device
         .peers
         .into_iter()

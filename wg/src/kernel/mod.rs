@@ -25,14 +25,21 @@ impl KernelLink {
 
 /// Maps an errno from netlink to what the operator has to do about it.
 fn classify(op: &'static str, name: &IfName, e: io::Error) -> WgError {
+    let on_addresses = op.ends_with("address") || op.ends_with("route");
     match e.raw_os_error() {
-        Some(libc::EPERM) | Some(libc::EACCES) => WgError::NoPermission { op },
+        // Netlink reports a missing capability as EPERM.
+        Some(libc::EPERM) => WgError::NoPermission { op },
+        // The kernel refuses IPv6 addresses and routes this way where IPv6 is disabled.
+        Some(libc::EACCES) if on_addresses => WgError::Ipv6Disabled {
+            op,
+            iface: name.to_string(),
+        },
         // Creating a link of an unknown kind, or resolving an absent generic-netlink family.
         Some(libc::EOPNOTSUPP) if op == "create link" => WgError::ModuleMissing,
-        Some(libc::ENOENT) if op.starts_with("wireguard") => WgError::ModuleMissing,
-        _ if e.kind() == io::ErrorKind::NotFound && op.starts_with("wireguard") => {
+        Some(libc::ENOENT) if op.starts_with("wireguard") || op == "create link" => {
             WgError::ModuleMissing
         }
+        Some(libc::EADDRINUSE) => WgError::PortInUse,
         _ => WgError::Netlink {
             op,
             iface: name.to_string(),
@@ -41,11 +48,21 @@ fn classify(op: &'static str, name: &IfName, e: io::Error) -> WgError {
     }
 }
 
+/// The link called `name` if it exists and is ours to manage.
 fn existing(name: &IfName) -> Result<Option<rtnl::Link>, WgError> {
     let link = rtnl::link(name).map_err(|e| classify("read link", name, e))?;
     match link {
         Some(l) if !l.is_wireguard => Err(WgError::NotWireguard(name.to_string())),
+        Some(l) if !l.owned => Err(WgError::NotOwned(name.to_string())),
         other => Ok(other),
+    }
+}
+
+fn gone(name: &IfName) -> WgError {
+    WgError::Netlink {
+        op: "find link",
+        iface: name.to_string(),
+        source: io::Error::from_raw_os_error(libc::ENODEV),
     }
 }
 
@@ -72,24 +89,24 @@ impl WgLink for KernelLink {
         if plan.is_empty() {
             return Ok(());
         }
-        if plan.create {
-            // Guard against turning someone else's interface into ours.
-            existing(name)?;
-        }
+        // Never adopt someone else's interface; never recreate a vanished one half-configured
+        // (the WireGuard call below creates any missing link).
+        let link = match existing(name)? {
+            Some(link) => link,
+            None if !plan.create => return Err(gone(name)),
+            None => {
+                // Create and mark it before anything else is configured.
+                rtnl::create_wireguard(name).map_err(|e| classify("create link", name, e))?;
+                let created = rtnl::link(name)
+                    .map_err(|e| classify("read link", name, e))?
+                    .ok_or_else(|| gone(name))?;
+                rtnl::mark_owned(created.index).map_err(|e| classify("mark link", name, e))?;
+                created
+            }
+        };
         if plan.touches_device() {
-            // Creates the link first when it is missing; that is where a missing module shows.
-            let op = if plan.create {
-                "create link"
-            } else {
-                "wireguard set"
-            };
-            genl::apply(name, plan).map_err(|e| classify(op, name, e))?;
+            genl::apply(name, plan).map_err(|e| classify("wireguard set", name, e))?;
         }
-        let link = existing(name)?.ok_or_else(|| WgError::Netlink {
-            op: "find link",
-            iface: name.to_string(),
-            source: io::Error::from_raw_os_error(libc::ENODEV),
-        })?;
         for net in &plan.remove_addresses {
             rtnl::remove_address(link.index, net)
                 .map_err(|e| classify("remove address", name, e))?;
@@ -104,7 +121,13 @@ impl WgLink for KernelLink {
             rtnl::remove_route(link.index, net).map_err(|e| classify("remove route", name, e))?;
         }
         for net in &plan.add_routes {
-            rtnl::add_route(link.index, net).map_err(|e| classify("add route", name, e))?;
+            rtnl::add_route(link.index, net).map_err(|e| match e.raw_os_error() {
+                Some(libc::EEXIST) => WgError::RouteConflict {
+                    route: net.to_string(),
+                    iface: name.to_string(),
+                },
+                _ => classify("add route", name, e),
+            })?;
         }
         Ok(())
     }
@@ -134,8 +157,12 @@ mod tests {
             WgError::NoPermission { op: "create link" }
         ));
         assert!(matches!(
-            classify("wireguard read", &name, errno(libc::EACCES)),
-            WgError::NoPermission { .. }
+            classify("add address", &name, errno(libc::EACCES)),
+            WgError::Ipv6Disabled { .. }
+        ));
+        assert!(matches!(
+            classify("set link up", &name, errno(libc::EADDRINUSE)),
+            WgError::PortInUse
         ));
         assert!(matches!(
             classify("create link", &name, errno(libc::EOPNOTSUPP)),

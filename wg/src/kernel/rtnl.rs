@@ -17,12 +17,21 @@ use netlink_request::netlink_request_rtnl;
 
 use crate::spec::IfName;
 
+/// The interface alias (`ip link` shows it as `alias`) marking links this crate created.
+pub(super) const OWNER_ALIAS: &str = "managed by nexa";
+
+/// The route protocol number of the routes this crate installs (`ip route` shows `proto 78`).
+/// Unassigned in the kernel's and iproute2's tables; neither networkd nor NetworkManager use it,
+/// so a route with it is ours and nobody else's.
+pub(super) const ROUTE_PROTOCOL: u8 = 78;
+
 /// A link found by name.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(super) struct Link {
     pub index: u32,
     pub up: bool,
     pub is_wireguard: bool,
+    pub owned: bool,
 }
 
 fn request(msg: RouteNetlinkMessage, flags: u16) -> io::Result<Vec<RouteNetlinkMessage>> {
@@ -50,10 +59,15 @@ pub(super) fn link(name: &IfName) -> io::Result<Option<Link>> {
                 matches!(a, LinkAttribute::LinkInfo(infos)
                     if infos.contains(&LinkInfo::Kind(InfoKind::Wireguard)))
             });
+            let owned = link
+                .attributes
+                .iter()
+                .any(|a| matches!(a, LinkAttribute::IfAlias(alias) if alias == OWNER_ALIAS));
             Some(Link {
                 index: link.header.index,
                 up: link.header.flags.contains(LinkFlags::Up),
                 is_wireguard,
+                owned,
             })
         }
         _ => None,
@@ -65,6 +79,31 @@ pub(super) fn set_up(index: u32) -> io::Result<()> {
     msg.header.index = index;
     msg.header.flags = LinkFlags::Up;
     msg.header.change_mask = LinkFlags::Up;
+    request(RouteNetlinkMessage::SetLink(msg), NLM_F_REQUEST | NLM_F_ACK).map(drop)
+}
+
+/// Creates a WireGuard link called `name` (fails with EEXIST if there is one).
+pub(super) fn create_wireguard(name: &IfName) -> io::Result<()> {
+    let mut msg = LinkMessage::default();
+    msg.attributes
+        .push(LinkAttribute::IfName(name.as_str().to_owned()));
+    msg.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Wireguard,
+        )]));
+    request(
+        RouteNetlinkMessage::NewLink(msg),
+        NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+    )
+    .map(drop)
+}
+
+/// Marks the link as created by this crate.
+pub(super) fn mark_owned(index: u32) -> io::Result<()> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::IfAlias(OWNER_ALIAS.to_owned()));
     request(RouteNetlinkMessage::SetLink(msg), NLM_F_REQUEST | NLM_F_ACK).map(drop)
 }
 
@@ -145,7 +184,7 @@ pub(super) fn remove_address(index: u32, net: &IpNet) -> io::Result<()> {
     }
 }
 
-/// Routes through the link in the main table that this crate installs (protocol `static`).
+/// Routes through the link in the main table that this crate installs ([`ROUTE_PROTOCOL`]).
 pub(super) fn routes(index: u32) -> io::Result<Vec<IpNet>> {
     let replies = request(
         RouteNetlinkMessage::GetRoute(RouteMessage::default()),
@@ -155,7 +194,7 @@ pub(super) fn routes(index: u32) -> io::Result<Vec<IpNet>> {
         .into_iter()
         .filter_map(|m| match m {
             RouteNetlinkMessage::NewRoute(r)
-                if r.header.protocol == RouteProtocol::Static
+                if r.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL)
                     && r.header.kind == RouteType::Unicast
                     && r.attributes.contains(&RouteAttribute::Oif(index))
                     && table(&r) == u32::from(RouteHeader::RT_TABLE_MAIN) =>
@@ -192,7 +231,7 @@ fn route_message(index: u32, net: &IpNet) -> RouteMessage {
     msg.header.address_family = family(net.addr());
     msg.header.destination_prefix_length = net.prefix_len();
     msg.header.table = RouteHeader::RT_TABLE_MAIN;
-    msg.header.protocol = RouteProtocol::Static;
+    msg.header.protocol = RouteProtocol::Other(ROUTE_PROTOCOL);
     msg.header.scope = RouteScope::Link;
     msg.header.kind = RouteType::Unicast;
     msg.attributes
@@ -201,14 +240,14 @@ fn route_message(index: u32, net: &IpNet) -> RouteMessage {
     msg
 }
 
+/// Adds a route. EEXIST is returned as is: a route to the same destination already exists in
+/// the main table and is not ours (ours would have been read back), e.g. the device's LAN.
 pub(super) fn add_route(index: u32, net: &IpNet) -> io::Result<()> {
-    match request(
+    request(
         RouteNetlinkMessage::NewRoute(route_message(index, net)),
         NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
-    ) {
-        Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
-        other => other.map(drop),
-    }
+    )
+    .map(drop)
 }
 
 pub(super) fn remove_route(index: u32, net: &IpNet) -> io::Result<()> {
