@@ -178,7 +178,7 @@ mod tests {
                 &name,
                 io::Error::from(io::ErrorKind::NotFound)
             ),
-            WgError::ModuleMissing
+            WgError::Netlink { .. }
         ));
         // Elsewhere the same errnos are plain netlink failures that name the operation.
         let other = classify("add route", &name, errno(libc::ENOENT));
