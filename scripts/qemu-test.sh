@@ -33,9 +33,9 @@ expected_1=("${common[@]}" disks-writable)
 expected_2=("${common[@]}" disks-persist)
 if [ "$scenario" = full ]; then
     expected_1+=(gateway-up gateway-iface device-add enroll certs-files wg0-after-enroll
-        tunnel-ping wg-up wg-up-idempotent wg-show gateway-peer)
+        tunnel-ping wg-up wg-up-idempotent wg-show wg0-owned foreign-iface-refused gateway-peer)
     expected_2+=(certs-persist gateway-up gateway-iface enroll-already wg0-after-enroll
-        tunnel-ping wg-up wg-up-idempotent wg-show single-enrollment gateway-peer
+        tunnel-ping wg-up wg-up-idempotent wg-show wg0-owned foreign-iface-refused single-enrollment gateway-peer
         revoke revoke-cuts-tunnel gateway-peer-removed)
 fi
 

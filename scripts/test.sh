@@ -23,10 +23,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 log "cargo +$MSRV_TOOLCHAIN check (the toolchain Yocto 6.0 ships)"
 cargo "+$MSRV_TOOLCHAIN" check --workspace --all-targets --locked
 
-log "static musl build of nexa-agent"
-cargo build --locked -p nexa-agent --target "$MUSL_TARGET"
-assert_static "$CARGO_TARGET_DIR/$MUSL_TARGET/debug/nexa-agent"
-echo "nexa-agent ($MUSL_TARGET) is statically linked"
+log "static musl build of nexa-agent and nexa-server"
+cargo build --locked -p nexa-agent -p nexa-server --target "$MUSL_TARGET"
+for bin in nexa-agent nexa-server; do
+    assert_static "$CARGO_TARGET_DIR/$MUSL_TARGET/debug/$bin"
+    echo "$bin ($MUSL_TARGET) is statically linked"
+done
 
 log "tests"
 cargo build --workspace --bins --locked

@@ -200,6 +200,24 @@ device_bring_up() {
     check_rc wg-show $?
     show /tmp/wg-show.log "nexa-agent wg show"
 
+    # The agent marks the links it creates and refuses a WireGuard link it did not create.
+    alias="$(cat /sys/class/net/wg0/ifalias 2>/dev/null)"
+    if [ "$alias" = "managed by nexa" ]; then
+        check wg0-owned pass "ifalias '$alias'"
+    else
+        check wg0-owned fail "wg0 ifalias is '$alias'"
+    fi
+    ip link add name wgforeign type wireguard
+    agent --wg-interface wgforeign wg up >/tmp/wg-foreign.log 2>&1
+    rc=$?
+    if [ "$rc" -eq 6 ] && grep -q "not created by Nexa" /tmp/wg-foreign.log; then
+        check foreign-iface-refused pass "exit 6: not created by Nexa"
+    else
+        check foreign-iface-refused fail "exit $rc"
+        show /tmp/wg-foreign.log "nexa-agent --wg-interface wgforeign wg up"
+    fi
+    ip link del wgforeign 2>/dev/null
+
     if [ "$BOOT" -ne 1 ]; then
         events="$(enrollments | tr '\n' ' ')"
         if [ "$events" = "device.enrolled " ]; then
