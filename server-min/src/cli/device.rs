@@ -168,7 +168,7 @@ async fn pinned_pool(conn: &mut sqlx::SqliteConnection) -> Result<AddressPool, C
 }
 
 async fn list(db: &Db, as_json: bool) -> Result<(), CliError> {
-    let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
+    let mut conn = db.acquire().await?;
     let rows = devices::list(&mut conn).await?;
     let pool = pinned_pool(&mut conn).await?;
     drop(conn);
@@ -201,7 +201,7 @@ async fn list(db: &Db, as_json: bool) -> Result<(), CliError> {
 }
 
 async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
-    let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
+    let mut conn = db.acquire().await?;
     let row = devices::get(&mut conn, id.as_str())
         .await?
         .ok_or_else(|| CliError::Failed(format!("device {id} is not registered")))?;
@@ -340,7 +340,7 @@ async fn revoke(db: &Db, id: &DeviceId, reason: Option<String>) -> Result<(), Cl
 
 pub async fn audit(db: &Db, args: AuditArgs) -> Result<(), CliError> {
     let device = args.device.as_deref().map(parse_id).transpose()?;
-    let mut conn = db.pool().acquire().await.doing("acquiring a connection")?;
+    let mut conn = db.acquire().await?;
     let events = audit::list(
         &mut conn,
         device.as_ref().map(DeviceId::as_str),

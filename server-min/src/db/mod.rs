@@ -96,6 +96,11 @@ impl Db {
         &self.pool
     }
 
+    /// A connection from the pool, for reads outside a write transaction.
+    pub async fn acquire(&self) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, DbError> {
+        self.pool.acquire().await.doing("acquiring a connection")
+    }
+
     /// Starts a write transaction that holds the write lock from its first statement, so two
     /// writers never deadlock on a lock upgrade.
     pub async fn begin_write(&self) -> Result<Tx, DbError> {

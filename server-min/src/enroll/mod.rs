@@ -28,7 +28,7 @@ use crate::clock::Clock;
 use crate::config::WgSettings;
 use crate::csr::{self, CsrError};
 use crate::db::devices::{self, DeviceRow};
-use crate::db::{Db, DbError, QueryContext};
+use crate::db::{Db, DbError};
 use crate::wg::manager::{GatewayHandle, PeerChange};
 use crate::wg::pool::AllocError;
 use commit::{CommitError, Committed, Committer, EnrollmentWrite};
@@ -183,12 +183,7 @@ impl EnrollService {
 
         for _ in 0..MAX_ATTEMPTS {
             let device = {
-                let mut conn = self
-                    .db
-                    .pool()
-                    .acquire()
-                    .await
-                    .doing("acquiring a connection")?;
+                let mut conn = self.db.acquire().await?;
                 let (device, key_owner) =
                     devices::get_with_key_owner(&mut conn, id.as_str(), &wg_key_b64)
                         .await?

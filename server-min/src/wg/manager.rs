@@ -23,7 +23,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::clock::Clock;
-use crate::db::{Db, DbError, QueryContext, devices, peer_set};
+use crate::db::{Db, DbError, devices, peer_set};
 use crate::wg::pool::AddressPool;
 
 /// How often the store's peer-set version is polled, by default.
@@ -243,23 +243,13 @@ impl Manager {
     }
 
     async fn current_version(&self) -> Result<i64, DbError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .doing("acquiring a connection")?;
+        let mut conn = self.db.acquire().await?;
         peer_set::version(&mut conn).await
     }
 
     /// The interface as the store says it should be, and the peer-set version it reflects.
     async fn desired(&self) -> Result<(InterfaceSpec, i64), DbError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .doing("acquiring a connection")?;
+        let mut conn = self.db.acquire().await?;
         // Version first: a change committed after this read bumps it again and re-triggers.
         let version = peer_set::version(&mut conn).await?;
         let rows = devices::active_peers(&mut conn).await?;
@@ -375,12 +365,7 @@ impl Manager {
     }
 
     async fn enrolled_keys(&self, keys: &[String]) -> Result<Vec<String>, DbError> {
-        let mut conn = self
-            .db
-            .pool()
-            .acquire()
-            .await
-            .doing("acquiring a connection")?;
+        let mut conn = self.db.acquire().await?;
         devices::enrolled_keys(&mut conn, keys).await
     }
 
