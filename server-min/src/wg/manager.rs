@@ -274,34 +274,37 @@ impl Manager {
     }
 
     async fn full_pass(&mut self) {
-        let result = async {
-            let (spec, version) = self.desired().await?;
-            let peers = spec.peers.len();
-            let link = self.link.clone();
-            let started = std::time::Instant::now();
-            let plan = tokio::task::spawn_blocking(move || reconcile(link.as_ref(), &spec))
-                .await
-                .map_err(|e| PassError::Join(e.to_string()))??;
-            Ok::<_, PassError>((plan, peers, started.elapsed(), version))
-        }
-        .await;
+        let (spec, version) = match self.desired().await {
+            Ok(desired) => desired,
+            Err(e) => {
+                self.seen_version = None; // retried at the next poll
+                self.set_degraded(&PassError::Db(e));
+                return;
+            }
+        };
+        let peers = spec.peers.len();
+        let link = self.link.clone();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || reconcile(link.as_ref(), &spec))
+            .await
+            .map_err(|e| PassError::Join(e.to_string()))
+            .and_then(|r| r.map_err(PassError::from));
         match result {
-            Ok((plan, peers, took, version)) => {
+            Ok(plan) => {
                 self.seen_version = Some(version);
                 if plan.is_empty() {
                     tracing::debug!(interface = %self.cfg.interface, peers, "gateway in step");
                 } else {
-                    tracing::info!(interface = %self.cfg.interface, peers, changes = %plan, took_ms = took.as_millis() as u64, "gateway reconciled");
+                    let took_ms = started.elapsed().as_millis() as u64;
+                    tracing::info!(interface = %self.cfg.interface, peers, changes = %plan, took_ms, "gateway reconciled");
                 }
                 self.set_ok(Some(peers), true);
             }
             Err(e) => {
-                // A transient failure is retried at the next poll (about a second); a host that
-                // cannot run WireGuard at all is retried at the full-pass interval.
+                // A host that cannot run WireGuard at all is retried at the full-pass interval;
+                // any other failure at the next poll (about a second).
                 let environment = matches!(&e, PassError::Wg(w) if w.is_environment());
-                if !environment {
-                    self.seen_version = None;
-                }
+                self.seen_version = environment.then_some(version);
                 self.set_degraded(&e);
             }
         }
