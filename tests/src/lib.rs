@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod mosquitto;
 pub mod proxy;
 
 use std::io::{BufRead, BufReader};
