@@ -51,6 +51,20 @@ pub struct Cli {
         value_name = "BOOL"
     )]
     pub manage_wireguard: Option<bool>,
+    /// MQTT broker, mqtts://HOST[:PORT] (port 8883 by default).
+    #[arg(long, global = true, env = "NEXA_MQTT_URL", value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// CA file the broker's certificate must chain to (default: the enrollment's root).
+    #[arg(long, global = true, env = "NEXA_MQTT_CA", value_name = "FILE")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// Telemetry interval, e.g. 60s (a shared attribute may change it at run time).
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_TELEMETRY_INTERVAL",
+        value_name = "DURATION"
+    )]
+    pub telemetry_interval: Option<String>,
     /// Log filter, e.g. info or nexa_agent=debug.
     #[arg(
         long,
@@ -88,6 +102,8 @@ pub enum Command {
     /// The WireGuard interface described by /certs/wg0.conf.
     #[command(subcommand)]
     Wg(WgCommand),
+    /// Run the agent: enroll if needed, keep the tunnel up, hold the MQTT session (until SIGTERM).
+    Run,
 }
 
 #[derive(Debug, Subcommand)]
@@ -115,6 +131,9 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
         certs_dir: cli.certs_dir.clone(),
         wg_interface: cli.wg_interface.clone(),
         manage_wireguard: cli.manage_wireguard,
+        mqtt_url: cli.mqtt_url.clone(),
+        mqtt_ca: cli.mqtt_ca.clone(),
+        telemetry_interval: cli.telemetry_interval.clone(),
     };
     Ok(AgentConfig::load(&path, required, over)?)
 }
@@ -166,6 +185,10 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Wg(WgCommand::Up) => tunnel_up(&cfg),
+        Command::Run => match crate::daemon::run(cfg, crate::daemon::RunOptions::default()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Wg(WgCommand::Down) => {
             match tunnel::down(&KernelLink::new(), &cfg.wg_interface) {
                 Ok(true) => println!("interface {} removed", cfg.wg_interface),

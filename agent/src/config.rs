@@ -27,6 +27,9 @@ pub struct FileConfig {
     pub certs_dir: Option<PathBuf>,
     pub wg_interface: Option<String>,
     pub manage_wireguard: Option<bool>,
+    pub mqtt_url: Option<String>,
+    pub mqtt_ca: Option<PathBuf>,
+    pub telemetry_interval: Option<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -40,6 +43,9 @@ pub struct Overrides {
     pub certs_dir: Option<PathBuf>,
     pub wg_interface: Option<String>,
     pub manage_wireguard: Option<bool>,
+    pub mqtt_url: Option<String>,
+    pub mqtt_ca: Option<PathBuf>,
+    pub telemetry_interval: Option<String>,
 }
 
 /// A configuration problem naming the key and how to fix it.
@@ -67,6 +73,18 @@ pub enum ConfigError {
         file: String,
         source: nexa_wg::SpecError,
     },
+    #[error(
+        "no MQTT broker: set mqtt_url in {file}, NEXA_MQTT_URL, or --mqtt-url (e.g. mqtts://broker.example.com)"
+    )]
+    MissingMqttUrl { file: String },
+    #[error(
+        "MQTT broker URL {value:?} is invalid: {reason} (expected mqtts://HOST[:PORT], port 8883 by default)"
+    )]
+    BadMqttUrl { value: String, reason: String },
+    #[error(
+        "telemetry interval {value:?} (telemetry_interval, NEXA_TELEMETRY_INTERVAL, --telemetry-interval): {reason}"
+    )]
+    BadInterval { value: String, reason: String },
     #[error("root fingerprint {value:?} is invalid: {source}")]
     BadFingerprint {
         value: String,
@@ -93,7 +111,21 @@ pub struct AgentConfig {
     pub wg_interface: IfName,
     /// Whether `enroll` also brings the interface up (the `wg` commands always act).
     pub manage_wireguard: bool,
+    pub mqtt_url: Option<String>,
+    /// CA file the broker's certificate must chain to (default: the enrollment's root).
+    pub mqtt_ca: Option<PathBuf>,
+    pub telemetry_interval: Option<String>,
 }
+
+/// Where the MQTT broker is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    pub host: String,
+    pub port: u16,
+}
+
+pub const DEFAULT_MQTT_PORT: u16 = 8883;
+pub const DEFAULT_TELEMETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl AgentConfig {
     /// Reads `path` (a missing file is an empty one unless `required`) and applies overrides.
@@ -126,6 +158,9 @@ impl AgentConfig {
                 source,
             })?;
         Ok(Self {
+            mqtt_url: over.mqtt_url.or(file.mqtt_url),
+            mqtt_ca: over.mqtt_ca.or(file.mqtt_ca),
+            telemetry_interval: over.telemetry_interval.or(file.telemetry_interval),
             wg_interface,
             manage_wireguard: over
                 .manage_wireguard
@@ -171,6 +206,59 @@ impl AgentConfig {
             root_fingerprint,
         })
     }
+}
+
+impl AgentConfig {
+    /// The MQTT broker, required by `run`.
+    pub fn broker(&self) -> Result<Broker, ConfigError> {
+        let raw = self
+            .mqtt_url
+            .as_deref()
+            .ok_or_else(|| ConfigError::MissingMqttUrl {
+                file: self.file_path.display().to_string(),
+            })?;
+        parse_mqtt_url(raw)
+    }
+
+    /// The telemetry interval (at least 1 s).
+    pub fn telemetry_interval(&self) -> Result<std::time::Duration, ConfigError> {
+        let Some(raw) = self.telemetry_interval.as_deref() else {
+            return Ok(DEFAULT_TELEMETRY_INTERVAL);
+        };
+        let bad = |reason: String| ConfigError::BadInterval {
+            value: raw.to_owned(),
+            reason,
+        };
+        let d = nexa_proto::duration::parse_duration(raw).map_err(bad)?;
+        if d < std::time::Duration::from_secs(1) {
+            return Err(bad("must be at least 1s".into()));
+        }
+        Ok(d)
+    }
+}
+
+fn parse_mqtt_url(raw: &str) -> Result<Broker, ConfigError> {
+    let bad = |reason: &str| ConfigError::BadMqttUrl {
+        value: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    if url.scheme() != "mqtts" {
+        return Err(bad("only mqtts:// (MQTT over TLS) is supported"));
+    }
+    let host = url
+        .host_str()
+        .ok_or_else(|| bad("it has no host"))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
+        return Err(bad("it must not have a path or query"));
+    }
+    Ok(Broker {
+        host,
+        port: url.port().unwrap_or(DEFAULT_MQTT_PORT),
+    })
 }
 
 fn parse_bridge_url(raw: &str) -> Result<Url, ConfigError> {
@@ -224,6 +312,46 @@ mod tests {
         assert_eq!(cfg.certs_dir, PathBuf::from("/file/certs"));
         assert_eq!(cfg.wg_interface.as_str(), "wg0");
         assert!(cfg.manage_wireguard);
+    }
+
+    #[test]
+    fn mqtt_url_and_interval_parse_with_clear_errors() {
+        let over = |url: &str| Overrides {
+            mqtt_url: Some(url.into()),
+            ..Default::default()
+        };
+        let load = |o| AgentConfig::load(Path::new("/nonexistent"), false, o).unwrap();
+        assert_eq!(
+            load(over("mqtts://broker.example")).broker().unwrap(),
+            Broker {
+                host: "broker.example".into(),
+                port: 8883
+            }
+        );
+        assert_eq!(
+            load(over("mqtts://127.0.0.1:18883")).broker().unwrap().port,
+            18883
+        );
+        for bad in ["mqtt://plain", "mqtts://", "mqtts://h/path", "nonsense"] {
+            let e = load(over(bad)).broker().unwrap_err().to_string();
+            assert!(e.contains(bad) || e.contains("mqtts"), "{bad}: {e}");
+        }
+        let e = load(Overrides::default()).broker().unwrap_err().to_string();
+        assert!(e.contains("NEXA_MQTT_URL"), "{e}");
+        let cfg = load(Overrides {
+            telemetry_interval: Some("0s".into()),
+            ..Default::default()
+        });
+        assert!(
+            cfg.telemetry_interval()
+                .unwrap_err()
+                .to_string()
+                .contains("NEXA_TELEMETRY_INTERVAL")
+        );
+        assert_eq!(
+            load(Overrides::default()).telemetry_interval().unwrap(),
+            DEFAULT_TELEMETRY_INTERVAL
+        );
     }
 
     #[test]

@@ -48,6 +48,10 @@ pub enum AgentError {
     Inconsistent(String),
     #[error(transparent)]
     Tunnel(#[from] TunnelError),
+    #[error("MQTT identity: {0}")]
+    MqttTls(crate::mqtt::tls::TlsSetupError),
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
 }
 
 impl AgentError {
@@ -66,6 +70,7 @@ impl AgentError {
             AgentError::Verify(_) | AgentError::Inconsistent(_) => exit::UNTRUSTED,
             AgentError::Tunnel(TunnelError::NotEnrolled(_)) => exit::FAILURE,
             AgentError::Tunnel(_) => exit::TUNNEL,
+            AgentError::MqttTls(_) | AgentError::Signals(_) => exit::FAILURE,
         }
     }
 

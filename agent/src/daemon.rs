@@ -1,0 +1,442 @@
+//! `nexa-agent run`: the long-lived process. Enrolls if needed, brings the tunnel up (and keeps
+//! retrying if it cannot: degraded, not dead), then holds an MQTT session to the broker with the
+//! device certificate and speaks the ThingsBoard device API: client attributes on every connect,
+//! telemetry every interval (queued while offline), shared-attribute updates, server-side RPC.
+//! The broker being down never ends the process; SIGTERM/SIGINT end it within a second.
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use serde_json::{Value, json};
+use tokio::time::{Instant, Sleep};
+
+use crate::backoff::Backoff;
+use crate::certs::{CertsDir, EnrolledFlag};
+use crate::config::AgentConfig;
+use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
+use crate::error::AgentError;
+use crate::mqtt::errors::{Failure, classify};
+use crate::mqtt::queue::OfflineQueue;
+use crate::mqtt::tls::client_config;
+use crate::status::status;
+use crate::telemetry;
+use crate::thingsboard::{self as tb, RpcRequest};
+use crate::tunnel;
+use nexa_wg::{KernelLink, WgLink};
+
+/// How the daemon behaves; defaults suit a device.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub sysroot: PathBuf,
+    /// Where `/proc` is (tests point it at fixtures).
+    pub proc_root: PathBuf,
+    /// Reconnect delays to the broker (full jitter).
+    pub reconnect: Backoff,
+    /// Telemetry samples kept while offline.
+    pub queue_capacity: usize,
+    /// How often a tunnel that could not be brought up is retried.
+    pub tunnel_retry: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            sysroot: PathBuf::from("/"),
+            proc_root: PathBuf::from("/proc"),
+            reconnect: Backoff {
+                initial: Duration::from_secs(1),
+                max: Duration::from_secs(120),
+                give_up_after: Duration::MAX,
+            },
+            queue_capacity: 1000,
+            tunnel_retry: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The tunnel as the daemon last saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tunnel {
+    Up,
+    Disabled,
+    Degraded(String),
+}
+
+impl Tunnel {
+    fn label(&self) -> &'static str {
+        match self {
+            Tunnel::Up => "up",
+            Tunnel::Disabled => "disabled",
+            Tunnel::Degraded(_) => "degraded",
+        }
+    }
+}
+
+struct Daemon {
+    cfg: AgentConfig,
+    opts: RunOptions,
+    certs: CertsDir,
+    link: Arc<dyn WgLink>,
+    flag: EnrolledFlag,
+    tunnel: Tunnel,
+    client: AsyncClient,
+    connected: bool,
+    queue: OfflineQueue<Value>,
+    interval: Duration,
+    last_failure: Option<Failure>,
+}
+
+/// Runs until SIGTERM/SIGINT. Errors only for what waiting cannot fix: bad configuration, a
+/// refused enrollment, unusable certificate material.
+pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
+    let broker = cfg.broker()?;
+    let default_interval = cfg.telemetry_interval()?;
+
+    let outcome = enroll(
+        &cfg,
+        &EnrollOptions {
+            force: false,
+            backoff: Backoff {
+                give_up_after: Duration::MAX,
+                ..opts.reconnect
+            },
+            sysroot: opts.sysroot.clone(),
+        },
+    )
+    .await?;
+    let (id, flag) = match outcome {
+        EnrollOutcome::AlreadyEnrolled { id, flag, .. } => (id, flag),
+        EnrollOutcome::Enrolled { id, flag, .. } => {
+            tracing::info!(device = %id, address = %flag.address, "enrolled");
+            (id, flag)
+        }
+    };
+
+    let certs = CertsDir::new(&cfg.certs_dir);
+    let tls = client_config(&certs, cfg.mqtt_ca.as_deref()).map_err(AgentError::MqttTls)?;
+    let mut mqtt = MqttOptions::new(id.to_string(), broker.host.clone(), broker.port);
+    mqtt.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )));
+    let (client, mut events) = AsyncClient::new(mqtt, 64);
+
+    let mut d = Daemon {
+        opts: opts.clone(),
+        certs,
+        link: Arc::new(KernelLink::new()),
+        flag,
+        tunnel: if cfg.manage_wireguard {
+            Tunnel::Degraded("not tried yet".into())
+        } else {
+            Tunnel::Disabled
+        },
+        client,
+        connected: false,
+        queue: OfflineQueue::new(opts.queue_capacity),
+        interval: default_interval,
+        last_failure: None,
+        cfg,
+    };
+    d.tunnel_up().await;
+    tracing::info!(device = %id, broker = %format!("{}:{}", broker.host, broker.port), "agent running");
+
+    let (mut term, mut int) = signals()?;
+    let mut telemetry = tokio::time::interval(d.interval);
+    let mut tunnel_retry = tokio::time::interval(d.opts.tunnel_retry);
+    tunnel_retry.tick().await;
+    let mut attempt: u32 = 0;
+    let mut backoff: Option<Pin<Box<Sleep>>> = None;
+
+    loop {
+        tokio::select! {
+            ev = events.poll(), if backoff.is_none() => match ev {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    attempt = 0;
+                    d.on_connect();
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => d.on_message(&p.topic, &p.payload).await,
+                Ok(_) => {}
+                Err(e) => {
+                    d.connected = false;
+                    d.on_failure(classify(&e), attempt);
+                    let delay = d.opts.reconnect.delay(attempt, None);
+                    attempt = attempt.saturating_add(1);
+                    backoff = Some(Box::pin(tokio::time::sleep(delay)));
+                }
+            },
+            _ = async { if let Some(s) = backoff.as_mut() { s.await } }, if backoff.is_some() => {
+                backoff = None;
+            }
+            _ = telemetry.tick() => d.telemetry().await,
+            _ = tunnel_retry.tick(), if matches!(d.tunnel, Tunnel::Degraded(_)) => d.tunnel_up().await,
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+        if let Some(new) = d.take_interval_change(&mut telemetry) {
+            tracing::info!(interval_s = new.as_secs(), "telemetry interval changed");
+        }
+    }
+
+    tracing::info!("stopping");
+    if d.connected && d.client.try_disconnect().is_ok() {
+        // Let the event loop send the DISCONNECT; never longer than a second.
+        let deadline = Instant::now() + Duration::from_millis(900);
+        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, events.poll()).await {
+            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                break;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn signals() -> Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal), AgentError> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
+    let int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
+    Ok((term, int))
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// PRETTY_NAME from os-release, if there is one.
+fn os_release(sysroot: &std::path::Path) -> Option<String> {
+    ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(sysroot.join(p)).ok())
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("PRETTY_NAME=")
+                    .map(|v| v.trim_matches('"').to_owned())
+            })
+        })
+}
+
+impl Daemon {
+    async fn tunnel_up(&mut self) {
+        if self.tunnel == Tunnel::Disabled {
+            return;
+        }
+        let link = self.link.clone();
+        let certs = self.certs.clone();
+        let name = self.cfg.wg_interface.clone();
+        let result =
+            tokio::task::spawn_blocking(move || tunnel::up(link.as_ref(), &certs, &name)).await;
+        let next = match result {
+            Ok(Ok(plan)) => {
+                if !plan.is_empty() {
+                    tracing::info!(interface = %self.cfg.wg_interface, changes = %plan, "WireGuard interface configured");
+                }
+                Tunnel::Up
+            }
+            Ok(Err(e)) => Tunnel::Degraded(e.to_string()),
+            Err(e) => Tunnel::Degraded(format!("the tunnel task failed: {e}")),
+        };
+        if let Tunnel::Degraded(why) = &next
+            && self.tunnel != next
+        {
+            tracing::warn!(interface = %self.cfg.wg_interface, error = %why, retry_s = self.opts.tunnel_retry.as_secs(), "WireGuard is degraded; MQTT carries on and the tunnel is retried");
+        }
+        let changed = self.tunnel != next;
+        self.tunnel = next;
+        if changed && self.connected {
+            self.publish_attributes();
+        }
+    }
+
+    fn attributes(&mut self) -> Value {
+        let mut attrs = json!({
+            "deviceId": self.flag.device_id,
+            "agentVersion": env!("CARGO_PKG_VERSION"),
+            "wgAddress": self.flag.address,
+            "certNotAfter": self.flag.not_after,
+            "tunnel": self.tunnel.label(),
+        });
+        if let Some(os) = os_release(&self.opts.sysroot) {
+            attrs["osRelease"] = json!(os);
+        }
+        if let Tunnel::Degraded(why) = &self.tunnel {
+            attrs["tunnelError"] = json!(why);
+        }
+        let dropped = self.queue.take_dropped();
+        if dropped > 0 {
+            attrs["telemetryDropped"] = json!(dropped);
+        }
+        attrs
+    }
+
+    fn publish_attributes(&mut self) {
+        let attrs = self.attributes();
+        if let Err(e) =
+            self.client
+                .try_publish(tb::ATTRIBUTES, QoS::AtLeastOnce, false, attrs.to_string())
+        {
+            tracing::warn!(error = %e, "cannot queue the attributes");
+        }
+    }
+
+    fn on_connect(&mut self) {
+        self.connected = true;
+        match self.last_failure.take() {
+            Some(f) => tracing::info!(after = f.code(), "connected to the broker again"),
+            None => tracing::info!("connected to the broker"),
+        }
+        for topic in [tb::ATTRIBUTES, tb::RPC_REQUESTS] {
+            if let Err(e) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
+                tracing::warn!(topic, error = %e, "cannot subscribe");
+            }
+        }
+        self.publish_attributes();
+        self.flush_queue();
+    }
+
+    fn on_failure(&mut self, failure: Failure, attempt: u32) {
+        let same = self.last_failure.as_ref() == Some(&failure);
+        match &failure {
+            Failure::Network(m) if attempt > 0 => {
+                tracing::debug!(error = %m, "broker still unreachable")
+            }
+            Failure::Network(m) => {
+                tracing::warn!(error = %m, "broker unreachable; reconnecting with backoff")
+            }
+            other if same => {
+                tracing::debug!(code = other.code(), error = %other.message(), "connection still refused")
+            }
+            other => {
+                tracing::error!(code = other.code(), error = %other.message(), "connection refused")
+            }
+        }
+        self.last_failure = Some(failure);
+    }
+
+    fn flush_queue(&mut self) {
+        while let Some(item) = self.queue.pop() {
+            let payload = item.to_string();
+            if self
+                .client
+                .try_publish(tb::TELEMETRY, QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
+                self.queue.push_front(item);
+                break;
+            }
+        }
+    }
+
+    async fn telemetry(&mut self) {
+        let link = self.link.clone();
+        let name = self.cfg.wg_interface.clone();
+        let wg = if self.tunnel == Tunnel::Up {
+            tokio::task::spawn_blocking(move || link.read(&name).ok().flatten())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let sample = telemetry::sample(&self.opts.proc_root, wg.as_ref(), SystemTime::now());
+        self.queue.push(tb::telemetry(now_ms(), &sample));
+        if self.connected {
+            self.flush_queue();
+        }
+    }
+
+    /// Applies an interval a shared attribute set (the ticker restarts with it).
+    fn take_interval_change(&mut self, ticker: &mut tokio::time::Interval) -> Option<Duration> {
+        if ticker.period() == self.interval {
+            return None;
+        }
+        *ticker = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
+        Some(self.interval)
+    }
+
+    async fn on_message(&mut self, topic: &str, payload: &[u8]) {
+        if topic == tb::ATTRIBUTES {
+            match tb::parse_shared(payload) {
+                Ok(update) => {
+                    if let Some(i) = update.telemetry_interval {
+                        self.interval = i;
+                    }
+                    if update.interval_reset {
+                        self.interval = self
+                            .cfg
+                            .telemetry_interval()
+                            .unwrap_or(crate::config::DEFAULT_TELEMETRY_INTERVAL);
+                    }
+                    if !update.ignored.is_empty() {
+                        tracing::debug!(keys = ?update.ignored, "shared attributes not used by the agent");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "shared attribute update ignored"),
+            }
+            return;
+        }
+        match tb::parse_rpc(topic, payload) {
+            Ok(Some(req)) => {
+                let answer = self.rpc(&req).await;
+                let topic = tb::rpc_response_topic(&req);
+                if let Err(e) =
+                    self.client
+                        .try_publish(topic, QoS::AtLeastOnce, false, answer.to_string())
+                {
+                    tracing::warn!(error = %e, method = %req.method, "cannot queue the RPC response");
+                }
+            }
+            Ok(None) => tracing::debug!(topic, "message on a topic the agent does not use"),
+            Err(e) => {
+                tracing::warn!(error = %e, "bad RPC request");
+                if let Some(id) = topic.rsplit('/').next().filter(|id| !id.is_empty()) {
+                    let req = RpcRequest {
+                        id: id.to_owned(),
+                        method: String::new(),
+                        params: Value::Null,
+                    };
+                    let body = tb::rpc_error("bad_request", &e.to_string()).to_string();
+                    let _ = self.client.try_publish(
+                        tb::rpc_response_topic(&req),
+                        QoS::AtLeastOnce,
+                        false,
+                        body,
+                    );
+                }
+            }
+        }
+    }
+
+    async fn rpc(&mut self, req: &RpcRequest) -> Value {
+        tracing::info!(method = %req.method, id = %req.id, "RPC");
+        match req.method.as_str() {
+            "status" => match status(&self.cfg, &self.opts.sysroot) {
+                Ok(st) => {
+                    let mut v = serde_json::to_value(&st).unwrap_or(Value::Null);
+                    v["tunnel"] = json!(self.tunnel.label());
+                    v
+                }
+                Err(e) => tb::rpc_error("status_failed", &e.to_string()),
+            },
+            "sync" => {
+                if self.tunnel == Tunnel::Disabled {
+                    return json!({ "tunnel": "disabled" });
+                }
+                self.tunnel_up().await;
+                match &self.tunnel {
+                    Tunnel::Degraded(why) => tb::rpc_error("tunnel_degraded", why),
+                    other => json!({ "tunnel": other.label() }),
+                }
+            }
+            other => tb::rpc_error(
+                "unknown_method",
+                &format!("method {other:?} is not supported; use status or sync"),
+            ),
+        }
+    }
+}
