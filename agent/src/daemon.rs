@@ -21,6 +21,7 @@ use crate::error::AgentError;
 use crate::mqtt::errors::{Failure, classify};
 use crate::mqtt::queue::OfflineQueue;
 use crate::mqtt::tls::client_config;
+use crate::sdnotify::Notifier;
 use crate::status::status;
 use crate::telemetry;
 use crate::thingsboard::{self as tb, RpcRequest};
@@ -146,6 +147,14 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     tracing::info!(device = %id, broker = %format!("{}:{}", broker.host, broker.port), "agent running");
 
     let (mut term, mut int) = signals()?;
+    let notifier = Notifier::from_env();
+    let mut ready_sent = false;
+    // Without a watchdog the ticker still runs, rarely, and sends nothing.
+    let mut watchdog = tokio::time::interval(
+        notifier
+            .watchdog_every()
+            .unwrap_or(Duration::from_secs(3600)),
+    );
     let mut telemetry = tokio::time::interval(d.interval);
     let mut tunnel_retry = tokio::time::interval(d.opts.tunnel_retry);
     tunnel_retry.tick().await;
@@ -154,21 +163,29 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
 
     loop {
         tokio::select! {
-            ev = events.poll(), if backoff.is_none() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    attempt = 0;
-                    d.on_connect();
+            ev = events.poll(), if backoff.is_none() => {
+                match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        attempt = 0;
+                        d.on_connect();
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => d.on_message(&p.topic, &p.payload).await,
+                    Ok(_) => {}
+                    Err(e) => {
+                        d.connected = false;
+                        d.on_failure(classify(&e), attempt);
+                        let delay = d.opts.reconnect.delay(attempt, None);
+                        attempt = attempt.saturating_add(1);
+                        backoff = Some(Box::pin(tokio::time::sleep(delay)));
+                    }
                 }
-                Ok(Event::Incoming(Packet::Publish(p))) => d.on_message(&p.topic, &p.payload).await,
-                Ok(_) => {}
-                Err(e) => {
-                    d.connected = false;
-                    d.on_failure(classify(&e), attempt);
-                    let delay = d.opts.reconnect.delay(attempt, None);
-                    attempt = attempt.saturating_add(1);
-                    backoff = Some(Box::pin(tokio::time::sleep(delay)));
+                // Ready once the first connection attempt has an outcome, either way.
+                if !ready_sent && (d.connected || backoff.is_some()) {
+                    notifier.notify("READY=1");
+                    ready_sent = true;
                 }
-            },
+            }
+            _ = watchdog.tick(), if notifier.watchdog_every().is_some() => notifier.notify("WATCHDOG=1"),
             _ = async { if let Some(s) = backoff.as_mut() { s.await } }, if backoff.is_some() => {
                 backoff = None;
             }
@@ -183,6 +200,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     }
 
     tracing::info!("stopping");
+    notifier.notify("STOPPING=1");
     if d.connected && d.client.try_disconnect().is_ok() {
         // Let the event loop send the DISCONNECT; never longer than a second.
         let deadline = Instant::now() + Duration::from_millis(900);

@@ -83,11 +83,13 @@ impl Broker {
         .expect("acl");
         let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
         let conf = format!(
-            "per_listener_settings true\npersistence false\nlog_dest stderr\nlog_type all\n\
+            "per_listener_settings true\npersistence true\npersistence_location {}/\n\
+             log_dest stderr\nlog_type all\n\
              connection_messages true\nuser {user}\n\
              listener {port} 127.0.0.1\nprotocol mqtt\ncertfile {}\nkeyfile {}\ncafile {}\n\
              require_certificate true\nuse_identity_as_username true\ntls_version tlsv1.2\n\
              allow_anonymous false\nacl_file {}\n",
+            dir.path().display(),
             broker.chain.display(),
             broker.key.display(),
             root.display(),
@@ -95,32 +97,81 @@ impl Broker {
         );
         let conf_path = dir.path().join("mosquitto.conf");
         std::fs::write(&conf_path, conf).expect("conf");
-        let log = std::fs::File::create(dir.path().join("broker.log")).expect("log");
+        let mut me = Self {
+            port,
+            dir,
+            child: None,
+        };
+        me.spawn();
+        me
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("broker.log"))
+            .expect("log");
         let child = Command::new("mosquitto")
             .arg("-c")
-            .arg(&conf_path)
+            .arg(self.dir.path().join("mosquitto.conf"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("spawn mosquitto (Debian package mosquitto)");
-        let mut me = Self {
-            port,
-            dir,
-            child: Some(child),
-        };
+        self.child = Some(child);
+        let port = self.port;
         let up = wait_until(Duration::from_secs(10), || {
             TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        assert!(up, "mosquitto did not start; its log:\n{}", me.log());
-        if let Some(c) = me.child.as_mut() {
-            assert!(
-                c.try_wait().ok().flatten().is_none(),
-                "mosquitto exited:\n{}",
-                me.log()
-            );
+        assert!(up, "mosquitto did not start; its log:\n{}", self.log());
+    }
+
+    /// Stops the broker (SIGKILL); clients see the connection drop.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
-        me
+    }
+
+    /// Stops the broker gracefully (SIGTERM: it saves persistent sessions), waits `down`, and
+    /// starts it again on the same port with the same configuration.
+    pub fn restart_after(&mut self, down: Duration) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+        std::thread::sleep(down);
+        self.spawn();
+    }
+
+    /// A `mosquitto_sub` that keeps a persistent QoS 1 session (`-c`) as `id` on `topic`
+    /// and reconnects by itself across broker restarts; returns once subscribed.
+    pub fn watch_persistent(&self, root: &Path, topic: &str, id: &str) -> Child {
+        let mut cmd = Command::new("mosquitto_sub");
+        self.client_args(&mut cmd, root, &self.monitor(), id);
+        let child = cmd
+            .args(["-c", "-t", topic, "-v", "-q", "1"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run mosquitto_sub (Debian package mosquitto-clients)");
+        let subscribed = wait_until(Duration::from_secs(10), || {
+            self.log()
+                .lines()
+                .any(|l| l.contains(id) && l.contains("SUBSCRIBE"))
+        });
+        assert!(
+            subscribed,
+            "watcher did not subscribe; broker log:\n{}",
+            self.log()
+        );
+        child
     }
 
     /// The `monitor` client's files (may read and write every topic).
@@ -196,9 +247,6 @@ impl Broker {
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }

@@ -4,7 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nexa_testkit::mosquitto::Broker;
@@ -35,8 +38,13 @@ fn run_enrolls_connects_publishes_and_answers_rpc() {
     server.register(&["dev-run-1"]);
     let tmp = tempfile::tempdir().unwrap();
 
-    // Watch everything the device sends before it starts.
+    // Watch everything the device sends before it starts; play systemd's notify socket.
     let watch = broker.subscribe(&root, "v1/devices/me/#", 3, 30);
+    let notify_path = tmp.path().join("notify");
+    let notify = UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
     let mut agent = server
         .agent("dev-run-1", &tmp.path().join("certs"))
@@ -45,12 +53,17 @@ fn run_enrolls_connects_publishes_and_answers_rpc() {
             format!("mqtts://127.0.0.1:{}", broker.port),
         )
         .env("NEXA_TELEMETRY_INTERVAL", "1s")
+        .env("NOTIFY_SOCKET", &notify_path)
         .arg("run")
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
         .unwrap();
     let agent_log = || std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default();
+
+    let mut buf = [0u8; 64];
+    let n = notify.recv(&mut buf).expect("READY=1 from the agent");
+    assert_eq!(&buf[..n], b"READY=1");
 
     let got = lines(watch);
     let attrs = got
@@ -119,4 +132,120 @@ fn run_enrolls_connects_publishes_and_answers_rpc() {
         "{}",
         broker.log()
     );
+    let n = notify.recv(&mut buf).expect("STOPPING=1 from the agent");
+    assert_eq!(&buf[..n], b"STOPPING=1");
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[test]
+fn telemetry_taken_while_the_broker_is_down_arrives_after_it_is_back() {
+    let server = TestServer::start();
+    let mut broker = Broker::start(&server);
+    let root = server.root_cert_path();
+    server.register(&["dev-run-2"]);
+    let tmp = tempfile::tempdir().unwrap();
+
+    // A persistent session survives the broker restart, so nothing the agent flushes is missed.
+    let mut watcher = broker.watch_persistent(&root, "v1/devices/me/telemetry", "watcher-2");
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let reader = {
+        let seen = seen.clone();
+        let stdout = watcher.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some((_, payload)) = line.split_once(' ')
+                    && let Ok(v) = serde_json::from_str::<serde_json::Value>(payload)
+                    && let Some(ts) = v["ts"].as_u64()
+                {
+                    seen.lock().unwrap().push(ts);
+                }
+            }
+        })
+    };
+    let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
+    let mut agent = server
+        .agent("dev-run-2", &tmp.path().join("certs"))
+        .env(
+            "NEXA_MQTT_URL",
+            format!("mqtts://127.0.0.1:{}", broker.port),
+        )
+        .env("NEXA_TELEMETRY_INTERVAL", "1s")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let agent_log = || std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default();
+    assert!(
+        wait_until(Duration::from_secs(30), || !seen.lock().unwrap().is_empty()),
+        "no telemetry before the outage\n{}",
+        agent_log()
+    );
+
+    let down_at = now_ms();
+    broker.restart_after(Duration::from_secs(4));
+    let up_at = now_ms();
+    let during = |seen: &Vec<u64>| seen.iter().any(|ts| *ts > down_at + 500 && *ts < up_at);
+    let delivered = wait_until(Duration::from_secs(40), || during(&seen.lock().unwrap()));
+    assert!(
+        delivered,
+        "no sample from the outage arrived: {:?} (down {down_at}, up {up_at})\n{}",
+        seen.lock().unwrap(),
+        agent_log()
+    );
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "the agent must survive the outage"
+    );
+    assert!(
+        agent_log().contains("connected to the broker again"),
+        "{}",
+        agent_log()
+    );
+    sigterm(&agent);
+    assert!(agent.wait().unwrap().success());
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let _ = reader.join();
+}
+
+#[test]
+fn a_certificate_the_broker_does_not_trust_is_reported_as_such() {
+    // The broker trusts bridge A; the device enrolls at bridge B.
+    let bridge_a = TestServer::start();
+    let broker = Broker::start(&bridge_a);
+    let bridge_b = TestServer::start();
+    bridge_b.register(&["dev-run-3"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
+    let mut agent = bridge_b
+        .agent("dev-run-3", &tmp.path().join("certs"))
+        .env(
+            "NEXA_MQTT_URL",
+            format!("mqtts://127.0.0.1:{}", broker.port),
+        )
+        // The broker's own certificate is from bridge A: trust that CA for it.
+        .env("NEXA_MQTT_CA", bridge_a.root_cert_path())
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let agent_log = || std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default();
+    let reported = wait_until(Duration::from_secs(30), || {
+        agent_log().contains("certificate_rejected")
+    });
+    assert!(reported, "{}\n--- broker\n{}", agent_log(), broker.log());
+    assert!(
+        agent.try_wait().unwrap().is_none(),
+        "a refusal is not fatal"
+    );
+    sigterm(&agent);
+    assert!(agent.wait().unwrap().success());
 }
