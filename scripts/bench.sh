@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Enrollment benchmark of nexa-server (release build, SQLite): enrollments/s and p50/p90/p99
-# latency for N concurrent HTTPS keep-alive clients.
+# Benchmarks: (1) nexa-server enrollments/s and p50/p90/p99 latency for N concurrent HTTPS
+# keep-alive clients (release build, SQLite); (2) the agent daemon at rest: resident memory and
+# CPU of the static musl release nexa-agent connected to a real mosquitto for 60 s
+# (NEXA_BENCH_AGENT_SECS). The gateway's 10,000-peer load is scripts/bench-wg.sh (QEMU guest).
 #
 # Usage: scripts/bench.sh
 # Environment (all optional, passed through to the benchmark):
@@ -21,4 +23,11 @@ echo "bench: figures below are measured by the benchmark client against a releas
 echo "bench: it starts (bench profile = release), on SQLite, over HTTPS with keep-alive."
 echo
 
-exec cargo bench -p nexa-tests --bench enroll "$@"
+cargo bench -p nexa-tests --bench enroll "$@"
+
+echo
+echo "bench: agent at rest (source: tests/benches/agent_idle.rs), static musl release build"
+cargo build --release --locked --target x86_64-unknown-linux-musl -p nexa-agent
+target_dir="${CARGO_TARGET_DIR:-$(pwd)/target}"
+NEXA_BENCH_AGENT_BIN="$target_dir/x86_64-unknown-linux-musl/release/nexa-agent" \
+    cargo bench -p nexa-tests --bench agent_idle

@@ -286,7 +286,18 @@ impl Drop for TestServer {
 
 /// An agent command with configuration only from the environment (no /etc file is read).
 pub fn agent_command(url: &str, fingerprint: &str, id: &str, certs_dir: &Path) -> Command {
-    let mut cmd = Command::new(agent_bin());
+    agent_command_for(&agent_bin(), url, fingerprint, id, certs_dir)
+}
+
+/// Like [`agent_command`] with another agent binary (e.g. the static musl release build).
+pub fn agent_command_for(
+    bin: &Path,
+    url: &str,
+    fingerprint: &str,
+    id: &str,
+    certs_dir: &Path,
+) -> Command {
+    let mut cmd = Command::new(bin);
     cmd.env("NEXA_AGENT_CONFIG", "/dev/null")
         .env("NEXA_BRIDGE_URL", url)
         .env("NEXA_ROOT_FINGERPRINT", fingerprint)

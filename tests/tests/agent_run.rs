@@ -89,7 +89,7 @@ fn run_enrolls_connects_publishes_and_answers_rpc() {
 
     // Server-side RPC: `status`, then an unknown method.
     let monitor = broker.monitor();
-    for (id, method) in [("7", "status"), ("8", "reboot-everything")] {
+    for (id, method) in [("7", "status"), ("8", "reboot-everything"), ("9", "sync")] {
         let answer = broker.subscribe(&root, &format!("v1/devices/me/rpc/response/{id}"), 1, 15);
         let out = broker.publish(
             &root,
@@ -104,13 +104,31 @@ fn run_enrolls_connects_publishes_and_answers_rpc() {
             .first()
             .unwrap_or_else(|| panic!("no answer to {method}\n{}", agent_log()))
             .1;
-        if method == "status" {
-            assert_eq!(body["state"], "enrolled", "{body}");
-            assert_eq!(body["device_id"], "dev-run-1", "{body}");
-        } else {
-            assert_eq!(body["error"]["code"], "unknown_method", "{body}");
+        match method {
+            "status" => {
+                assert_eq!(body["state"], "enrolled", "{body}");
+                assert_eq!(body["device_id"], "dev-run-1", "{body}");
+            }
+            "sync" => assert_eq!(body["tunnel"], "disabled", "{body}"),
+            _ => assert_eq!(body["error"]["code"], "unknown_method", "{body}"),
         }
     }
+
+    // A shared attribute changes the telemetry interval.
+    let out = broker.publish(
+        &root,
+        &monitor,
+        "attr-writer",
+        "v1/devices/me/attributes",
+        r#"{"telemetryIntervalS": 7}"#,
+    );
+    assert!(out.status.success());
+    assert!(
+        wait_until(Duration::from_secs(10), || agent_log()
+            .contains("telemetry interval changed interval_s=7")),
+        "{}",
+        agent_log()
+    );
 
     // SIGTERM: out within a second, status 0, and the broker saw a clean disconnect.
     let t = Instant::now();
