@@ -65,6 +65,9 @@ pub struct Cli {
         value_name = "DURATION"
     )]
     pub telemetry_interval: Option<String>,
+    /// Where `run` keeps its state for `status` (default /run/nexa).
+    #[arg(long, global = true, env = "NEXA_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Log filter, e.g. info or nexa_agent=debug.
     #[arg(
         long,
@@ -134,6 +137,7 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
         mqtt_url: cli.mqtt_url.clone(),
         mqtt_ca: cli.mqtt_ca.clone(),
         telemetry_interval: cli.telemetry_interval.clone(),
+        state_dir: cli.state_dir.clone(),
     };
     Ok(AgentConfig::load(&path, required, over)?)
 }

@@ -30,6 +30,7 @@ pub struct FileConfig {
     pub mqtt_url: Option<String>,
     pub mqtt_ca: Option<PathBuf>,
     pub telemetry_interval: Option<String>,
+    pub state_dir: Option<PathBuf>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -46,6 +47,7 @@ pub struct Overrides {
     pub mqtt_url: Option<String>,
     pub mqtt_ca: Option<PathBuf>,
     pub telemetry_interval: Option<String>,
+    pub state_dir: Option<PathBuf>,
 }
 
 /// A configuration problem naming the key and how to fix it.
@@ -115,7 +117,11 @@ pub struct AgentConfig {
     /// CA file the broker's certificate must chain to (default: the enrollment's root).
     pub mqtt_ca: Option<PathBuf>,
     pub telemetry_interval: Option<String>,
+    /// Where `run` keeps its state for `status` (default /run/nexa).
+    pub state_dir: PathBuf,
 }
+
+pub const DEFAULT_STATE_DIR: &str = "/run/nexa";
 
 /// Where the MQTT broker is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +167,10 @@ impl AgentConfig {
             mqtt_url: over.mqtt_url.or(file.mqtt_url),
             mqtt_ca: over.mqtt_ca.or(file.mqtt_ca),
             telemetry_interval: over.telemetry_interval.or(file.telemetry_interval),
+            state_dir: over
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             wg_interface,
             manage_wireguard: over
                 .manage_wireguard

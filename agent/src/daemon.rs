@@ -21,6 +21,7 @@ use crate::error::AgentError;
 use crate::mqtt::errors::{Failure, classify};
 use crate::mqtt::queue::OfflineQueue;
 use crate::mqtt::tls::client_config;
+use crate::runstate::{Part, RunState, StateFile};
 use crate::sdnotify::Notifier;
 use crate::status::status;
 use crate::telemetry;
@@ -88,6 +89,7 @@ struct Daemon {
     queue: OfflineQueue<Value>,
     interval: Duration,
     last_failure: Option<Failure>,
+    state_file: StateFile,
 }
 
 /// Runs until SIGTERM/SIGINT. Errors only for what waiting cannot fix: bad configuration, a
@@ -141,8 +143,10 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         queue: OfflineQueue::new(opts.queue_capacity),
         interval: default_interval,
         last_failure: None,
+        state_file: StateFile::new(&cfg.state_dir),
         cfg,
     };
+    d.save_state();
     d.tunnel_up().await;
     tracing::info!(device = %id, broker = %format!("{}:{}", broker.host, broker.port), "agent running");
 
@@ -201,6 +205,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
 
     tracing::info!("stopping");
     notifier.notify("STOPPING=1");
+    d.state_file.remove();
     if d.connected && d.client.try_disconnect().is_ok() {
         // Let the event loop send the DISCONNECT; never longer than a second.
         let deadline = Instant::now() + Duration::from_millis(900);
@@ -266,8 +271,11 @@ impl Daemon {
         }
         let changed = self.tunnel != next;
         self.tunnel = next;
-        if changed && self.connected {
-            self.publish_attributes();
+        if changed {
+            self.save_state();
+            if self.connected {
+                self.publish_attributes();
+            }
         }
     }
 
@@ -315,6 +323,7 @@ impl Daemon {
         }
         self.publish_attributes();
         self.flush_queue();
+        self.save_state();
     }
 
     fn on_failure(&mut self, failure: Failure, attempt: u32) {
@@ -333,7 +342,34 @@ impl Daemon {
                 tracing::error!(code = other.code(), error = %other.message(), "connection refused")
             }
         }
+        let changed = !same;
         self.last_failure = Some(failure);
+        if changed {
+            self.save_state();
+        }
+    }
+
+    /// Writes what `nexa-agent status` shows about the running daemon.
+    fn save_state(&mut self) {
+        let mqtt = match (&self.last_failure, self.connected) {
+            (_, true) => Part::new("connected", None, None),
+            (Some(Failure::Network(m)), false) => Part::new("connecting", Some("network"), Some(m)),
+            (Some(f), false) => Part::new("refused", Some(f.code()), Some(f.message())),
+            (None, false) => Part::new("connecting", None, None),
+        };
+        let tunnel = match &self.tunnel {
+            Tunnel::Degraded(why) => Part::new("degraded", None, Some(why)),
+            other => Part::new(other.label(), None, None),
+        };
+        let st = RunState {
+            pid: std::process::id(),
+            updated_at: time::OffsetDateTime::now_utc()
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_default(),
+            mqtt,
+            tunnel,
+        };
+        self.state_file.write(&st);
     }
 
     fn flush_queue(&mut self) {

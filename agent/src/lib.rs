@@ -15,6 +15,7 @@ pub mod enroll;
 pub mod error;
 pub mod keys;
 pub mod mqtt;
+pub mod runstate;
 pub mod sdnotify;
 pub mod status;
 pub mod telemetry;

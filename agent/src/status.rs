@@ -11,6 +11,7 @@ use crate::certs::{CertsDir, Current};
 use crate::config::AgentConfig;
 use crate::device_id::resolve_device_id;
 use crate::error::AgentError;
+use crate::runstate::{RunState, read_live};
 
 /// The status report (`status --json` prints it as is).
 #[derive(Debug, Clone, Serialize)]
@@ -26,6 +27,8 @@ pub struct Status {
     /// Keys staged by an enrollment that has not completed.
     pub enrollment_pending: bool,
     pub reason: Option<String>,
+    /// The running `nexa-agent run`, if there is one.
+    pub daemon: Option<RunState>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +65,7 @@ pub fn status(cfg: &AgentConfig, sysroot: &Path) -> Result<Status, AgentError> {
         certificate: None,
         enrollment_pending,
         reason: None,
+        daemon: read_live(&cfg.state_dir),
     };
     match certs.check(id.as_ref(), pin, SystemTime::now())? {
         Current::Valid { flag, cert } => {
@@ -118,6 +122,19 @@ pub fn render(st: &Status) -> String {
             ));
         }
         None => out.push_str("certificate:  -\n"),
+    }
+    match &st.daemon {
+        Some(d) => {
+            let part = |p: &crate::runstate::Part| match (&p.code, &p.message) {
+                (Some(c), Some(m)) => format!("{} ({c}: {m})", p.state),
+                (None, Some(m)) => format!("{} ({m})", p.state),
+                _ => p.state.clone(),
+            };
+            out.push_str(&format!("daemon:       running, pid {}\n", d.pid));
+            out.push_str(&format!("mqtt:         {}\n", part(&d.mqtt)));
+            out.push_str(&format!("tunnel:       {}\n", part(&d.tunnel)));
+        }
+        None => out.push_str("daemon:       not running\n"),
     }
     if st.enrollment_pending {
         out.push_str("pending:      keys are staged for an enrollment that has not completed; run `nexa-agent enroll`\n");

@@ -303,6 +303,8 @@ pub fn agent_command_for(
         .env("NEXA_ROOT_FINGERPRINT", fingerprint)
         .env("NEXA_DEVICE_ID", id)
         .env("NEXA_CERTS_DIR", certs_dir)
+        // The daemon's state file goes beside the certs, never into the host's /run.
+        .env("NEXA_STATE_DIR", certs_dir.with_extension("run"))
         .env("NEXA_ENROLL_RETRY_FOR", "0")
         .env("NEXA_LOG", "info")
         // Tests never touch the host's interfaces unless they ask to.

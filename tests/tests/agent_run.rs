@@ -264,6 +264,27 @@ fn a_certificate_the_broker_does_not_trust_is_reported_as_such() {
         agent.try_wait().unwrap().is_none(),
         "a refusal is not fatal"
     );
+
+    // `status` shows why the session is down.
+    let out = bridge_b
+        .agent("dev-run-3", &tmp.path().join("certs"))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st["daemon"]["mqtt"]["state"], "refused", "{st}");
+    assert_eq!(st["daemon"]["mqtt"]["code"], "certificate_rejected", "{st}");
+    assert_eq!(st["daemon"]["pid"], agent.id(), "{st}");
     sigterm(&agent);
     assert!(agent.wait().unwrap().success());
+    let out = bridge_b
+        .agent("dev-run-3", &tmp.path().join("certs"))
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        st["daemon"].is_null(),
+        "a stopped daemon leaves no state: {st}"
+    );
 }
