@@ -90,6 +90,8 @@ struct Daemon {
     interval: Duration,
     last_failure: Option<Failure>,
     state_file: StateFile,
+    /// PRETTY_NAME of the running OS, read once (it does not change while the agent runs).
+    os_release: Option<String>,
 }
 
 /// Runs until SIGTERM/SIGINT. Errors only for what waiting cannot fix: bad configuration, a
@@ -144,6 +146,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         interval: default_interval,
         last_failure: None,
         state_file: StateFile::new(&cfg.state_dir),
+        os_release: os_release(&opts.sysroot),
         cfg,
     };
     d.save_state();
@@ -287,7 +290,7 @@ impl Daemon {
             "certNotAfter": self.flag.not_after,
             "tunnel": self.tunnel.label(),
         });
-        if let Some(os) = os_release(&self.opts.sysroot) {
+        if let Some(os) = &self.os_release {
             attrs["osRelease"] = json!(os);
         }
         if let Tunnel::Degraded(why) = &self.tunnel {
@@ -437,32 +440,26 @@ impl Daemon {
         match tb::parse_rpc(topic, payload) {
             Ok(Some(req)) => {
                 let answer = self.rpc(&req).await;
-                let topic = tb::rpc_response_topic(&req);
-                if let Err(e) =
-                    self.client
-                        .try_publish(topic, QoS::AtLeastOnce, false, answer.to_string())
-                {
-                    tracing::warn!(error = %e, method = %req.method, "cannot queue the RPC response");
-                }
+                self.respond(&req.id, &answer);
             }
             Ok(None) => tracing::debug!(topic, "message on a topic the agent does not use"),
             Err(e) => {
                 tracing::warn!(error = %e, "bad RPC request");
-                if let Some(id) = topic.rsplit('/').next().filter(|id| !id.is_empty()) {
-                    let req = RpcRequest {
-                        id: id.to_owned(),
-                        method: String::new(),
-                        params: Value::Null,
-                    };
-                    let body = tb::rpc_error("bad_request", &e.to_string()).to_string();
-                    let _ = self.client.try_publish(
-                        tb::rpc_response_topic(&req),
-                        QoS::AtLeastOnce,
-                        false,
-                        body,
-                    );
+                // A request with an id gets an error answer, so the caller does not time out.
+                if let tb::TbError::RpcBody { id } = &e {
+                    self.respond(id, &tb::rpc_error("bad_request", &e.to_string()));
                 }
             }
+        }
+    }
+
+    fn respond(&self, id: &str, answer: &Value) {
+        let topic = tb::rpc_response_topic(id);
+        if let Err(e) = self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, answer.to_string())
+        {
+            tracing::warn!(error = %e, id, "cannot queue the RPC response");
         }
     }
 

@@ -2,12 +2,10 @@
 //! WireGuard key pair. Private keys live only in `Zeroizing` buffers and files of mode 0600;
 //! they are never logged and never sent anywhere.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use nexa_proto::{DeviceId, WgPublicKey};
+use nexa_wg::PrivateKey;
 use p256::elliptic_curve::Generate;
 use p256::pkcs8::{EncodePrivateKey, LineEnding};
-use rand::RngCore;
 use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, PublicKeyData};
 use zeroize::Zeroizing;
 
@@ -97,31 +95,22 @@ impl std::fmt::Debug for WgKeyPair {
 impl WgKeyPair {
     /// A fresh, clamped Curve25519 key (identical to what `wg genkey` produces).
     pub fn generate() -> Self {
-        let mut secret = Zeroizing::new([0u8; 32]);
-        rand::rng().fill_bytes(secret.as_mut());
-        secret[0] &= 248;
-        secret[31] = (secret[31] & 127) | 64;
-        Self::from_secret(&secret)
+        Self::from_key(&PrivateKey::generate())
     }
 
-    fn from_secret(secret: &[u8; 32]) -> Self {
-        let s = x25519_dalek::StaticSecret::from(*secret);
-        let public = WgPublicKey::from_bytes(x25519_dalek::PublicKey::from(&s).to_bytes());
+    fn from_key(key: &PrivateKey) -> Self {
         Self {
-            private_b64: Zeroizing::new(STANDARD.encode(secret)),
-            public,
+            private_b64: key.to_base64(),
+            public: key.public_key(),
         }
     }
 
     /// Parses a base64 private key; `what` names it in errors.
     pub fn from_private_b64(b64: &str, what: &str) -> Result<Self, KeyError> {
-        let bad = || KeyError::BadWgKey {
+        let key = PrivateKey::from_base64(b64).map_err(|_| KeyError::BadWgKey {
             what: what.to_owned(),
-        };
-        let bytes = Zeroizing::new(STANDARD.decode(b64.trim()).map_err(|_| bad())?);
-        let secret: Zeroizing<[u8; 32]> =
-            Zeroizing::new(bytes.as_slice().try_into().map_err(|_| bad())?);
-        Ok(Self::from_secret(&secret))
+        })?;
+        Ok(Self::from_key(&key))
     }
 
     pub fn private_b64(&self) -> &str {

@@ -67,9 +67,9 @@ pub fn parse_rpc(topic: &str, payload: &[u8]) -> Result<Option<RpcRequest>, TbEr
     }))
 }
 
-/// The topic a response to `req` is published on.
-pub fn rpc_response_topic(req: &RpcRequest) -> String {
-    format!("{RPC_RESPONSE_PREFIX}{}", req.id)
+/// The topic the response to request `id` is published on.
+pub fn rpc_response_topic(id: &str) -> String {
+    format!("{RPC_RESPONSE_PREFIX}{id}")
 }
 
 /// The error response for a request the agent cannot serve.
@@ -136,7 +136,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(req.method, "status");
-        assert_eq!(rpc_response_topic(&req), "v1/devices/me/rpc/response/42");
+        assert_eq!(rpc_response_topic(&req.id), "v1/devices/me/rpc/response/42");
         assert_eq!(parse_rpc("v1/devices/me/attributes", b"{}"), Ok(None));
         assert_eq!(
             parse_rpc("v1/devices/me/rpc/request/7", b"not json"),

@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +21,37 @@ fn lines(child: Child) -> Vec<(String, serde_json::Value)> {
         .filter_map(|l| l.split_once(' '))
         .map(|(t, p)| (t.to_owned(), serde_json::from_str(p).unwrap_or_default()))
         .collect()
+}
+
+/// `nexa-agent run` for `id` on `bridge`, talking to `broker`, logging to `dir/agent.log`;
+/// `extra` adds environment. Returns the process and a reader of its log.
+fn run_agent(
+    bridge: &TestServer,
+    broker: &Broker,
+    id: &str,
+    dir: &Path,
+    extra: &[(&str, &std::ffi::OsStr)],
+) -> (Child, impl Fn() -> String + use<>) {
+    let log_path = dir.join("agent.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut cmd = bridge.agent(id, &dir.join("certs"));
+    cmd.env(
+        "NEXA_MQTT_URL",
+        format!("mqtts://127.0.0.1:{}", broker.port),
+    )
+    .env("NEXA_TELEMETRY_INTERVAL", "1s");
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    (child, move || {
+        std::fs::read_to_string(&log_path).unwrap_or_default()
+    })
 }
 
 fn sigterm(child: &Child) {
@@ -45,21 +77,13 @@ fn run_enrolls_connects_publishes_and_answers_rpc() {
     notify
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
-    let mut agent = server
-        .agent("dev-run-1", &tmp.path().join("certs"))
-        .env(
-            "NEXA_MQTT_URL",
-            format!("mqtts://127.0.0.1:{}", broker.port),
-        )
-        .env("NEXA_TELEMETRY_INTERVAL", "1s")
-        .env("NOTIFY_SOCKET", &notify_path)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let agent_log = || std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default();
+    let (mut agent, agent_log) = run_agent(
+        &server,
+        &broker,
+        "dev-run-1",
+        tmp.path(),
+        &[("NOTIFY_SOCKET", notify_path.as_os_str())],
+    );
 
     let mut buf = [0u8; 64];
     let n = notify.recv(&mut buf).expect("READY=1 from the agent");
@@ -186,20 +210,7 @@ fn telemetry_taken_while_the_broker_is_down_arrives_after_it_is_back() {
             }
         })
     };
-    let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
-    let mut agent = server
-        .agent("dev-run-2", &tmp.path().join("certs"))
-        .env(
-            "NEXA_MQTT_URL",
-            format!("mqtts://127.0.0.1:{}", broker.port),
-        )
-        .env("NEXA_TELEMETRY_INTERVAL", "1s")
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let agent_log = || std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default();
+    let (mut agent, agent_log) = run_agent(&server, &broker, "dev-run-2", tmp.path(), &[]);
     assert!(
         wait_until(Duration::from_secs(30), || !seen.lock().unwrap().is_empty()),
         "no telemetry before the outage\n{}",
@@ -241,21 +252,15 @@ fn a_certificate_the_broker_does_not_trust_is_reported_as_such() {
     let bridge_b = TestServer::start();
     bridge_b.register(&["dev-run-3"]);
     let tmp = tempfile::tempdir().unwrap();
-    let log = std::fs::File::create(tmp.path().join("agent.log")).unwrap();
-    let mut agent = bridge_b
-        .agent("dev-run-3", &tmp.path().join("certs"))
-        .env(
-            "NEXA_MQTT_URL",
-            format!("mqtts://127.0.0.1:{}", broker.port),
-        )
-        // The broker's own certificate is from bridge A: trust that CA for it.
-        .env("NEXA_MQTT_CA", bridge_a.root_cert_path())
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let agent_log = || std::fs::read_to_string(tmp.path().join("agent.log")).unwrap_or_default();
+    // The broker's own certificate is from bridge A: trust that CA for it.
+    let root_a = bridge_a.root_cert_path();
+    let (mut agent, agent_log) = run_agent(
+        &bridge_b,
+        &broker,
+        "dev-run-3",
+        tmp.path(),
+        &[("NEXA_MQTT_CA", root_a.as_os_str())],
+    );
     let reported = wait_until(Duration::from_secs(30), || {
         agent_log().contains("certificate_rejected")
     });

@@ -85,6 +85,21 @@ impl PrivateKey {
         Self(Zeroizing::new(bytes))
     }
 
+    /// A fresh key, clamped as `wg genkey` does, so its base64 is byte-identical to wg's.
+    pub fn generate() -> Self {
+        use rand::RngCore as _;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        rand::rng().fill_bytes(secret.as_mut());
+        secret[0] &= 248;
+        secret[31] = (secret[31] & 127) | 64;
+        Self(secret)
+    }
+
+    /// Standard base64, as in a wg-quick `PrivateKey =` line.
+    pub fn to_base64(&self) -> Zeroizing<String> {
+        Zeroizing::new(STANDARD.encode(*self.0))
+    }
+
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
@@ -232,6 +247,15 @@ mod tests {
         let secret = x25519_dalek::StaticSecret::from([5u8; 32]);
         let expected = x25519_dalek::PublicKey::from(&secret).to_bytes();
         assert_eq!(key.public_key(), WgPublicKey::from_bytes(expected));
+        assert_eq!(
+            PrivateKey::from_base64(&key.to_base64()).unwrap(),
+            key,
+            "base64 round trip"
+        );
+        let fresh = PrivateKey::generate();
+        assert_eq!(fresh.as_bytes()[0] & 7, 0, "clamped low bits");
+        assert_eq!(fresh.as_bytes()[31] & 0xc0, 0x40, "clamped high bits");
+        assert_ne!(fresh, PrivateKey::generate());
     }
 
     #[test]

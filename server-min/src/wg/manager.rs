@@ -138,11 +138,16 @@ impl GatewayHandle {
     }
 
     pub fn health(&self) -> GatewayHealth {
-        self.health
-            .read()
-            .map(|h| h.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+        snapshot(&self.health)
     }
+}
+
+/// A copy of the shared health (a poisoned lock still holds the last value written).
+fn snapshot(health: &RwLock<GatewayHealth>) -> GatewayHealth {
+    health
+        .read()
+        .map(|h| h.clone())
+        .unwrap_or_else(|e| e.into_inner().clone())
 }
 
 /// Starts the manager task; call inside a Tokio runtime.
@@ -373,10 +378,7 @@ impl Manager {
     }
 
     fn health(&self) -> GatewayHealth {
-        self.health
-            .read()
-            .map(|h| h.clone())
-            .unwrap_or_else(|e| e.into_inner().clone())
+        snapshot(&self.health)
     }
 
     fn update(&self, f: impl FnOnce(&mut GatewayHealth)) {
