@@ -32,6 +32,10 @@ pub struct EnrollResponse {
     pub wireguard: WireguardProfile,
     pub profile_revision: u64,
     pub certificate: CertificateInfo,
+    /// The MQTT broker the device should use, `mqtts://host:port`, when the bridge knows it.
+    /// The device's own configuration takes precedence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_url: Option<String>,
 }
 
 /// The device's WireGuard profile as structured data.

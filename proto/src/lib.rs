@@ -5,6 +5,7 @@
 //! the error codes cannot drift apart.
 
 pub mod api;
+pub mod broker;
 pub mod device_id;
 pub mod duration;
 pub mod error_code;
@@ -14,6 +15,7 @@ pub mod wireguard;
 pub use api::{
     CertificateInfo, EnrollRequest, EnrollResponse, ErrorBody, ErrorDetail, WireguardProfile,
 };
+pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
 pub use device_id::{DeviceId, DeviceIdError};
 pub use error_code::ErrorCode;
 pub use fingerprint::{Fingerprint, FingerprintError};

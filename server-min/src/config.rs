@@ -16,6 +16,11 @@ use nexa_wg::IfName;
 use serde::Deserialize;
 
 use crate::wg::pool::{AddressPool, PoolError};
+
+mod integrations;
+pub use integrations::{
+    HawkbitSettings, IntegrationArgs, IntegrationError, IntegrationFileKeys, Integrations, Secret,
+};
 use nexa_proto::duration::parse_duration;
 
 pub const DEFAULT_DATA_DIR: &str = "./nexa-data";
@@ -89,6 +94,8 @@ pub struct SettingsArgs {
     /// How often the gateway is fully re-read and repaired (default 30s).
     #[arg(long, env = "NEXA_GATEWAY_RECONCILE", value_name = "DURATION")]
     pub gateway_reconcile: Option<String>,
+    #[command(flatten)]
+    pub integrations: IntegrationArgs,
 }
 
 /// The config file (TOML). Unknown keys are an error naming the key.
@@ -112,6 +119,12 @@ pub struct FileConfig {
     pub wg_interface: Option<String>,
     pub wg_listen_port: Option<u16>,
     pub gateway_reconcile: Option<String>,
+    pub mqtt_url: Option<String>,
+    pub hawkbit_url: Option<String>,
+    pub hawkbit_user: Option<String>,
+    pub hawkbit_password_file: Option<PathBuf>,
+    pub hawkbit_ca: Option<PathBuf>,
+    pub webhook_secret_file: Option<PathBuf>,
 }
 
 /// A setting that cannot be used, named with its flag / variable / key.
@@ -156,6 +169,8 @@ pub enum ConfigError {
         "gateway reconcile interval (--gateway-reconcile / NEXA_GATEWAY_RECONCILE / gateway_reconcile): {0}"
     )]
     Reconcile(String),
+    #[error(transparent)]
+    Integration(#[from] IntegrationError),
 }
 
 /// Where the data directory and config file are, before anything else is read.
@@ -263,6 +278,8 @@ pub struct Settings {
     pub wg: WgSettings,
     pub gateway: GatewayMode,
     pub max_body_bytes: usize,
+    /// MQTT broker announced to devices, hawkBit, the ThingsBoard webhook.
+    pub integrations: Integrations,
 }
 
 impl Settings {
@@ -344,6 +361,17 @@ impl Settings {
             .max_body_bytes
             .or(file.max_body_bytes)
             .unwrap_or(DEFAULT_MAX_BODY);
+        let integrations = Integrations::resolve(
+            &args.integrations,
+            IntegrationFileKeys {
+                mqtt_url: file.mqtt_url,
+                hawkbit_url: file.hawkbit_url,
+                hawkbit_user: file.hawkbit_user,
+                hawkbit_password_file: file.hawkbit_password_file,
+                hawkbit_ca: file.hawkbit_ca,
+                webhook_secret_file: file.webhook_secret_file,
+            },
+        )?;
         let gateway_file = GatewayFileKeys {
             gateway: file.gateway,
             wg_interface: file.wg_interface,
@@ -369,6 +397,7 @@ impl Settings {
             },
             gateway,
             max_body_bytes,
+            integrations,
         })
     }
 }

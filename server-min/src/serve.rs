@@ -10,8 +10,10 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::ca::builtin::{BuiltinCa, CaError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{GatewayMode, Settings};
+use crate::connect::ConnectService;
 use crate::datadir::DataDir;
 use crate::enroll::EnrollService;
+use crate::hawkbit::{HawkbitClient, HawkbitError};
 use crate::http::{AppState, router};
 use crate::init::{InitError, ensure_initialized, gateway_private_key};
 use crate::tls::{self, TlsError};
@@ -34,6 +36,8 @@ pub enum ServeError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Hawkbit(#[from] HawkbitError),
     #[error("HTTPS server failed: {0}")]
     Server(std::io::Error),
 }
@@ -75,13 +79,26 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         Arc::new(ca),
         settings.wg.clone(),
         gateway_key,
-        clock,
+        clock.clone(),
         gateway.clone(),
     );
+    let registry = match &settings.integrations.hawkbit {
+        Some(h) => {
+            tracing::info!(url = %h.url, user = %h.user, "hawkBit targets are created on first connect");
+            Some(HawkbitClient::new(h)?.into_registry())
+        }
+        None => None,
+    };
+    if settings.integrations.webhook_secret.is_none() {
+        tracing::info!("ThingsBoard webhook off (no THINGSBOARD_WEBHOOK_SECRET_FILE)");
+    }
+    let connect = ConnectService::new(db.clone(), registry, clock.clone());
     let app = router(AppState {
-        enroll: Arc::new(service),
+        enroll: Arc::new(service.with_broker(settings.integrations.mqtt_url.clone())),
         gateway,
         max_body: settings.max_body_bytes,
+        connect: Arc::new(connect),
+        webhook_secret: settings.integrations.webhook_secret.clone(),
     });
 
     let listener =

@@ -216,6 +216,7 @@ async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
             "wg_public_key": row.wg_public_key, "machine_uid": row.machine_uid, "hostname": row.hostname,
             "profile_revision": row.profile_revision, "cert_serial": row.cert_serial,
             "cert_not_after": fmt_time(row.cert_not_after), "enrolled_at": fmt_time(row.enrolled_at),
+            "hawkbit_target_at": fmt_time(row.hawkbit_target_at),
             "reenroll_window_until": if window_open { fmt_time(row.reenroll_until) } else { "-".into() },
             "certificates": certs.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
         });
@@ -239,6 +240,13 @@ async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
     println!(
         "hostname:          {}",
         row.hostname.as_deref().unwrap_or("-")
+    );
+    println!(
+        "hawkBit target:    {}",
+        row.hawkbit_target_at.map_or_else(
+            || "-".to_owned(),
+            |t| format!("since {}", fmt_time(Some(t)))
+        )
     );
     println!(
         "re-enroll window:  {}",

@@ -24,6 +24,8 @@ pub struct DeviceRow {
     pub reenroll_until: Option<i64>,
     pub generation: i64,
     pub revoked_at: Option<i64>,
+    /// When hawkBit confirmed the device's target exists.
+    pub hawkbit_target_at: Option<i64>,
 }
 
 pub const STATE_REGISTERED: &str = "registered";
@@ -31,7 +33,7 @@ pub const STATE_ENROLLED: &str = "enrolled";
 pub const STATE_REVOKED: &str = "revoked";
 
 const COLUMNS: &str = "id, state, note, created_at, updated_at, machine_uid, hostname, ec_spki_sha256, \
-     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation, revoked_at";
+     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation, revoked_at, hawkbit_target_at";
 
 /// Registers a device id; returns false if it already existed (left unchanged).
 pub async fn register(
@@ -209,6 +211,24 @@ pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<b
     .execute(conn)
     .await
     .doing("revoking a device")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Records that hawkBit holds the device's target (first confirmation wins).
+pub async fn mark_hawkbit_target(
+    conn: &mut SqliteConnection,
+    id: &str,
+    now: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE devices SET hawkbit_target_at = $1, updated_at = $1 \
+         WHERE id = $2 AND hawkbit_target_at IS NULL",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await
+    .doing("recording the hawkBit target")?;
     Ok(done.rows_affected() == 1)
 }
 

@@ -138,6 +138,8 @@ pub struct EnrollService {
     clock: Arc<dyn Clock>,
     committer: Committer,
     gateway: GatewayHandle,
+    /// Announced to devices in the response (`mqtt_url`).
+    broker: Option<String>,
 }
 
 impl EnrollService {
@@ -159,7 +161,14 @@ impl EnrollService {
             clock,
             committer,
             gateway,
+            broker: None,
         }
+    }
+
+    /// Announces this MQTT broker to enrolling devices.
+    pub fn with_broker(mut self, broker: Option<nexa_proto::BrokerUrl>) -> Self {
+        self.broker = broker.map(|b| b.to_string());
+        self
     }
 
     /// Runs one enrollment.
@@ -274,6 +283,7 @@ impl EnrollService {
                     serial: issued.serial_hex,
                     not_after: issued.not_after.format(&Rfc3339).unwrap_or_default(),
                 },
+                mqtt_url: self.broker.clone(),
             };
             return Ok((response, outcome));
         }
@@ -321,6 +331,7 @@ mod tests {
             reenroll_until: window,
             generation: 0,
             revoked_at: None,
+            hawkbit_target_at: None,
         }
     }
 

@@ -21,10 +21,12 @@ const DRAIN_MAX_BYTES: usize = 16 << 20;
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
 
 /// Checks the content type, reads at most `max` bytes and parses them as a JSON object `T`.
+/// `what` names the request in error messages ("enrollment request").
 pub async fn read_json<T: DeserializeOwned>(
     headers: &HeaderMap,
     body: Body,
     max: usize,
+    what: &str,
 ) -> Result<T, ApiError> {
     check_content_type(headers)?;
     let bytes = read_limited(body, max).await?;
@@ -40,7 +42,7 @@ pub async fn read_json<T: DeserializeOwned>(
         ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::MalformedJson,
-            format!("request body is not a valid enrollment request: {e}"),
+            format!("request body is not a valid {what}: {e}"),
         )
     })
 }
@@ -136,17 +138,31 @@ mod tests {
             #[allow(dead_code)]
             a: String,
         }
-        let ok: Result<T, _> = read_json(&json_headers(), Body::from(r#" {"a":"x"}"#), 100).await;
+        let ok: Result<T, _> = read_json(
+            &json_headers(),
+            Body::from(r#" {"a":"x"}"#),
+            100,
+            "test request",
+        )
+        .await;
         assert!(ok.is_ok());
-        let arr: Result<T, _> = read_json(&json_headers(), Body::from(r#"["x"]"#), 100).await;
+        let arr: Result<T, _> =
+            read_json(&json_headers(), Body::from(r#"["x"]"#), 100, "test request").await;
         assert_eq!(arr.unwrap_err().code, ErrorCode::MalformedJson);
-        let big: Result<T, _> = read_json(&json_headers(), Body::from(vec![b' '; 101]), 100).await;
+        let big: Result<T, _> = read_json(
+            &json_headers(),
+            Body::from(vec![b' '; 101]),
+            100,
+            "test request",
+        )
+        .await;
         let err = big.unwrap_err();
         assert_eq!(
             (err.status, err.close_connection),
             (StatusCode::PAYLOAD_TOO_LARGE, true)
         );
-        let none: Result<T, _> = read_json(&HeaderMap::new(), Body::from("{}"), 100).await;
+        let none: Result<T, _> =
+            read_json(&HeaderMap::new(), Body::from("{}"), 100, "test request").await;
         assert_eq!(none.unwrap_err().status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
     }
 }

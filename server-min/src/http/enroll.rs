@@ -35,7 +35,8 @@ pub async fn enroll(
             e.to_string(),
         )
     })?;
-    let request: EnrollRequest = read_json(&headers, body, state.max_body).await?;
+    let request: EnrollRequest =
+        read_json(&headers, body, state.max_body, "enrollment request").await?;
     let source = Some(peer.ip().to_string());
     let (response, outcome) = state
         .enroll

@@ -3,6 +3,7 @@
 pub mod body;
 pub mod enroll;
 pub mod error;
+pub mod webhook;
 
 use std::sync::Arc;
 
@@ -10,6 +11,8 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
 
+use crate::config::Secret;
+use crate::connect::ConnectService;
 use crate::enroll::EnrollService;
 use crate::wg::manager::GatewayHandle;
 use error::ApiError;
@@ -22,6 +25,10 @@ pub struct AppState {
     pub gateway: GatewayHandle,
     /// Largest accepted request body in bytes.
     pub max_body: usize,
+    /// Device connects reported by ThingsBoard.
+    pub connect: Arc<ConnectService>,
+    /// What ThingsBoard must present on the webhook; `None` turns the webhook off.
+    pub webhook_secret: Option<Secret>,
 }
 
 /// Builds the router. `state.max_body` bounds every request body.
@@ -29,6 +36,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.max_body;
     Router::new()
         .route("/api/devices/{id}/enroll", post(enroll::enroll))
+        .route("/webhooks/thingsboard", post(webhook::thingsboard))
         .route("/healthz", get(healthz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
