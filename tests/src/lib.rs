@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod hawkbit;
 pub mod mosquitto;
 pub mod proxy;
 
@@ -90,6 +91,9 @@ pub struct TestServer {
     child: Option<Child>,
     stderr_log: PathBuf,
     without_net_admin: bool,
+    /// The `serve` flags and environment it was started with, reused by `restart`.
+    launch_args: Vec<String>,
+    launch_envs: Vec<(String, String)>,
 }
 
 impl TestServer {
@@ -119,13 +123,18 @@ impl TestServer {
             child: None,
             stderr_log: tmp.path().join("server.log"),
             without_net_admin,
+            launch_args: args.iter().map(|a| (*a).to_owned()).collect(),
+            launch_envs: envs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
             tmp,
         };
-        server.spawn(args, envs);
+        server.spawn();
         server
     }
 
-    fn spawn(&mut self, args: &[&str], envs: &[(&str, &str)]) {
+    fn spawn(&mut self) {
         let log = std::fs::File::create(&self.stderr_log).expect("server log file");
         let listen = if self.port == 0 {
             "127.0.0.1:0".to_owned()
@@ -136,7 +145,7 @@ impl TestServer {
         cmd.arg("--data-dir")
             .arg(&self.data_dir)
             .args(["serve", "--listen", &listen])
-            .args(args)
+            .args(&self.launch_args)
             .env(
                 "NEXA_LOG",
                 std::env::var("NEXA_TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
@@ -145,9 +154,16 @@ impl TestServer {
             .env_remove("WG_SERVER_ENDPOINT")
             .env_remove("WG_SERVER_PUBLIC_KEY")
             .env_remove("WG_INTERFACE")
+            .env_remove("MQTT_BROKER_URL")
+            .env_remove("HAWKBIT_URL")
+            .env_remove("HAWKBIT_USER")
+            .env_remove("HAWKBIT_PASSWORD")
+            .env_remove("HAWKBIT_PASSWORD_FILE")
+            .env_remove("THINGSBOARD_WEBHOOK_SECRET")
+            .env_remove("THINGSBOARD_WEBHOOK_SECRET_FILE")
             // Tests never touch the host's interfaces unless they ask to (envs below).
             .env("NEXA_GATEWAY", "external");
-        for (k, v) in envs {
+        for (k, v) in &self.launch_envs {
             cmd.env(k, v);
         }
         if self.without_net_admin {
@@ -189,10 +205,10 @@ impl TestServer {
         }
     }
 
-    /// Restarts on the same port and data directory.
+    /// Restarts on the same port and data directory, with the same flags and environment.
     pub fn restart(&mut self) {
         self.kill();
-        self.spawn(&[], &[]);
+        self.spawn();
     }
 
     /// True while the server process runs.
