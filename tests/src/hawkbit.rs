@@ -180,8 +180,8 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
-/// Basic auth, then any queued failure. `Err` is the response to send instead.
-fn gate(inner: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+/// Basic auth, then any queued failure. `Some` is the response to send instead.
+fn gate(inner: &Shared, headers: &HeaderMap) -> Option<Response> {
     let expected = format!("Basic {}", STANDARD.encode(format!("{USER}:{PASSWORD}")));
     let presented = headers
         .get(header::AUTHORIZATION)
@@ -189,7 +189,7 @@ fn gate(inner: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     let mut g = inner.lock().unwrap();
     if presented != Some(expected.as_str()) {
         g.unauthorized += 1;
-        return Err((
+        return Some((
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Basic realm=\"hawkBit\"")],
         )
@@ -219,7 +219,7 @@ fn target_json(t: &Target) -> Value {
 }
 
 async fn create_targets(State(inner): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
-    if let Err(r) = gate(&inner, &headers) {
+    if let Some(r) = gate(&inner, &headers) {
         return r;
     }
     inner.lock().unwrap().create_calls += 1;
@@ -302,7 +302,7 @@ async fn get_target(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(&inner, &headers) {
+    if let Some(r) = gate(&inner, &headers) {
         return r;
     }
     match inner.lock().unwrap().targets.get(&id) {
@@ -320,7 +320,7 @@ async fn delete_target(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(r) = gate(&inner, &headers) {
+    if let Some(r) = gate(&inner, &headers) {
         return r;
     }
     match inner.lock().unwrap().targets.remove(&id) {
