@@ -195,15 +195,9 @@ fn gate(inner: &Shared, headers: &HeaderMap) -> Option<Response> {
         )
             .into_response());
     }
-    if let Some(status) = g.failures.pop_front() {
-        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        return Err(error(
-            status,
-            "hawkbit.server.error.fake",
-            "injected failure",
-        ));
-    }
-    Ok(())
+    let status = g.failures.pop_front()?;
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    Some(error(status, "hawkbit.server.error.fake", "injected failure"))
 }
 
 fn target_json(t: &Target) -> Value {
