@@ -42,6 +42,9 @@ pub struct EnrolledFlag {
     pub not_after: String,
     pub address: String,
     pub profile_revision: u64,
+    /// The MQTT broker the bridge announced, `mqtts://host:port` (configuration overrides it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mqtt_url: Option<String>,
 }
 
 pub const FLAG_VERSION: u32 = 1;

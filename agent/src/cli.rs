@@ -68,6 +68,22 @@ pub struct Cli {
     /// Where `run` keeps its state for `status` (default /run/nexa).
     #[arg(long, global = true, env = "NEXA_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+    /// Shortest delay before reconnecting to the broker (default 1s; doubles, with jitter).
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_MQTT_RECONNECT_MIN",
+        value_name = "DURATION"
+    )]
+    pub mqtt_reconnect_min: Option<String>,
+    /// Longest delay between reconnect attempts (default 120s).
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_MQTT_RECONNECT_MAX",
+        value_name = "DURATION"
+    )]
+    pub mqtt_reconnect_max: Option<String>,
     /// Log filter, e.g. info or nexa_agent=debug.
     #[arg(
         long,
@@ -138,6 +154,8 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
         mqtt_ca: cli.mqtt_ca.clone(),
         telemetry_interval: cli.telemetry_interval.clone(),
         state_dir: cli.state_dir.clone(),
+        mqtt_reconnect_min: cli.mqtt_reconnect_min.clone(),
+        mqtt_reconnect_max: cli.mqtt_reconnect_max.clone(),
     };
     Ok(AgentConfig::load(&path, required, over)?)
 }

@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub mqtt_ca: Option<PathBuf>,
     pub telemetry_interval: Option<String>,
     pub state_dir: Option<PathBuf>,
+    pub mqtt_reconnect_min: Option<String>,
+    pub mqtt_reconnect_max: Option<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -48,6 +50,8 @@ pub struct Overrides {
     pub mqtt_ca: Option<PathBuf>,
     pub telemetry_interval: Option<String>,
     pub state_dir: Option<PathBuf>,
+    pub mqtt_reconnect_min: Option<String>,
+    pub mqtt_reconnect_max: Option<String>,
 }
 
 /// A configuration problem naming the key and how to fix it.
@@ -76,13 +80,20 @@ pub enum ConfigError {
         source: nexa_wg::SpecError,
     },
     #[error(
-        "no MQTT broker: set mqtt_url in {file}, NEXA_MQTT_URL, or --mqtt-url (e.g. mqtts://broker.example.com)"
+        "no MQTT broker: the bridge announced none; set mqtt_url in {file}, NEXA_MQTT_URL, or --mqtt-url (e.g. mqtts://broker.example.com)"
     )]
     MissingMqttUrl { file: String },
-    #[error(
-        "MQTT broker URL {value:?} is invalid: {reason} (expected mqtts://HOST[:PORT], port 8883 by default)"
-    )]
-    BadMqttUrl { value: String, reason: String },
+    #[error("{origin}: {source}")]
+    BadMqttUrl {
+        origin: &'static str,
+        source: nexa_proto::BrokerUrlError,
+    },
+    #[error("MQTT reconnect delay {value:?} ({key}): {reason}")]
+    BadReconnect {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error(
         "telemetry interval {value:?} (telemetry_interval, NEXA_TELEMETRY_INTERVAL, --telemetry-interval): {reason}"
     )]
@@ -119,18 +130,18 @@ pub struct AgentConfig {
     pub telemetry_interval: Option<String>,
     /// Where `run` keeps its state for `status` (default /run/nexa).
     pub state_dir: PathBuf,
+    pub mqtt_reconnect_min: Option<String>,
+    pub mqtt_reconnect_max: Option<String>,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/run/nexa";
 
 /// Where the MQTT broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Broker {
-    pub host: String,
-    pub port: u16,
-}
+pub type Broker = nexa_proto::BrokerUrl;
 
-pub const DEFAULT_MQTT_PORT: u16 = 8883;
+/// Bounds of the delay between reconnect attempts (exponential with jitter in between).
+pub const DEFAULT_RECONNECT_MIN: std::time::Duration = std::time::Duration::from_secs(1);
+pub const DEFAULT_RECONNECT_MAX: std::time::Duration = std::time::Duration::from_secs(120);
 pub const DEFAULT_TELEMETRY_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl AgentConfig {
@@ -167,6 +178,8 @@ impl AgentConfig {
             mqtt_url: over.mqtt_url.or(file.mqtt_url),
             mqtt_ca: over.mqtt_ca.or(file.mqtt_ca),
             telemetry_interval: over.telemetry_interval.or(file.telemetry_interval),
+            mqtt_reconnect_min: over.mqtt_reconnect_min.or(file.mqtt_reconnect_min),
+            mqtt_reconnect_max: over.mqtt_reconnect_max.or(file.mqtt_reconnect_max),
             state_dir: over
                 .state_dir
                 .or(file.state_dir)
@@ -219,15 +232,71 @@ impl AgentConfig {
 }
 
 impl AgentConfig {
-    /// The MQTT broker, required by `run`.
-    pub fn broker(&self) -> Result<Broker, ConfigError> {
-        let raw = self
-            .mqtt_url
+    /// The configured MQTT broker, if any (checked).
+    pub fn configured_broker(&self) -> Result<Option<Broker>, ConfigError> {
+        self.mqtt_url
             .as_deref()
-            .ok_or_else(|| ConfigError::MissingMqttUrl {
-                file: self.file_path.display().to_string(),
-            })?;
-        parse_mqtt_url(raw)
+            .map(|raw| {
+                Broker::parse(raw).map_err(|source| ConfigError::BadMqttUrl {
+                    origin: "mqtt_url / NEXA_MQTT_URL / --mqtt-url",
+                    source,
+                })
+            })
+            .transpose()
+    }
+
+    /// The MQTT broker `run` uses: configured, else the one the bridge announced at
+    /// enrollment (`announced`, from the enrolled flag).
+    pub fn broker(&self, announced: Option<&str>) -> Result<Broker, ConfigError> {
+        if let Some(b) = self.configured_broker()? {
+            return Ok(b);
+        }
+        let raw = announced.ok_or_else(|| ConfigError::MissingMqttUrl {
+            file: self.file_path.display().to_string(),
+        })?;
+        Broker::parse(raw).map_err(|source| ConfigError::BadMqttUrl {
+            origin: "the broker the bridge announced (mqtt_url in the enrolled flag)",
+            source,
+        })
+    }
+
+    /// Lower and upper bound of the MQTT reconnect delay.
+    pub fn reconnect_bounds(
+        &self,
+    ) -> Result<(std::time::Duration, std::time::Duration), ConfigError> {
+        let read = |key: &'static str, raw: Option<&str>, default| {
+            let Some(raw) = raw else {
+                return Ok(default);
+            };
+            let bad = |reason: String| ConfigError::BadReconnect {
+                key,
+                value: raw.to_owned(),
+                reason,
+            };
+            let d = nexa_proto::duration::parse_duration(raw).map_err(bad)?;
+            if d < std::time::Duration::from_secs(1) || d > std::time::Duration::from_secs(3600) {
+                return Err(bad("must be between 1s and 1h".into()));
+            }
+            Ok(d)
+        };
+        let min = read(
+            "mqtt_reconnect_min, NEXA_MQTT_RECONNECT_MIN, --mqtt-reconnect-min",
+            self.mqtt_reconnect_min.as_deref(),
+            DEFAULT_RECONNECT_MIN,
+        )?;
+        let max = read(
+            "mqtt_reconnect_max, NEXA_MQTT_RECONNECT_MAX, --mqtt-reconnect-max",
+            self.mqtt_reconnect_max.as_deref(),
+            DEFAULT_RECONNECT_MAX.max(min),
+        )?;
+        if max < min {
+            return Err(ConfigError::BadReconnect {
+                key: "mqtt_reconnect_max, NEXA_MQTT_RECONNECT_MAX, --mqtt-reconnect-max",
+                value: self.mqtt_reconnect_max.clone().unwrap_or_default(),
+                reason: format!("must not be below the minimum ({}s)", min.as_secs()),
+            });
+        }
+        Ok((min, max))
     }
 
     /// The telemetry interval (at least 1 s).
@@ -245,30 +314,6 @@ impl AgentConfig {
         }
         Ok(d)
     }
-}
-
-fn parse_mqtt_url(raw: &str) -> Result<Broker, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadMqttUrl {
-        value: raw.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
-    if url.scheme() != "mqtts" {
-        return Err(bad("only mqtts:// (MQTT over TLS) is supported"));
-    }
-    let host = url
-        .host_str()
-        .ok_or_else(|| bad("it has no host"))?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
-    if !matches!(url.path(), "" | "/") || url.query().is_some() {
-        return Err(bad("it must not have a path or query"));
-    }
-    Ok(Broker {
-        host,
-        port: url.port().unwrap_or(DEFAULT_MQTT_PORT),
-    })
 }
 
 fn parse_bridge_url(raw: &str) -> Result<Url, ConfigError> {
@@ -325,6 +370,43 @@ mod tests {
     }
 
     #[test]
+    fn reconnect_bounds_are_checked() {
+        let load = |min: Option<&str>, max: Option<&str>| {
+            AgentConfig::load(
+                Path::new("/nonexistent"),
+                false,
+                Overrides {
+                    mqtt_reconnect_min: min.map(Into::into),
+                    mqtt_reconnect_max: max.map(Into::into),
+                    ..Default::default()
+                },
+            )
+            .unwrap()
+            .reconnect_bounds()
+        };
+        assert_eq!(
+            load(None, None).unwrap(),
+            (DEFAULT_RECONNECT_MIN, DEFAULT_RECONNECT_MAX)
+        );
+        let (min, max) = load(Some("5s"), Some("10m")).unwrap();
+        assert_eq!((min.as_secs(), max.as_secs()), (5, 600));
+        // A minimum above the default maximum lifts the default maximum with it.
+        assert_eq!(load(Some("5m"), None).unwrap().1.as_secs(), 300);
+        let e = load(Some("30s"), Some("10s")).unwrap_err().to_string();
+        assert!(
+            e.contains("NEXA_MQTT_RECONNECT_MAX") && e.contains("below"),
+            "{e}"
+        );
+        let e = load(Some("0s"), None).unwrap_err().to_string();
+        assert!(
+            e.contains("NEXA_MQTT_RECONNECT_MIN") && e.contains("\"0s\""),
+            "{e}"
+        );
+        let e = load(None, Some("2h")).unwrap_err().to_string();
+        assert!(e.contains("between 1s and 1h"), "{e}");
+    }
+
+    #[test]
     fn mqtt_url_and_interval_parse_with_clear_errors() {
         let over = |url: &str| Overrides {
             mqtt_url: Some(url.into()),
@@ -332,22 +414,44 @@ mod tests {
         };
         let load = |o| AgentConfig::load(Path::new("/nonexistent"), false, o).unwrap();
         assert_eq!(
-            load(over("mqtts://broker.example")).broker().unwrap(),
+            load(over("mqtts://broker.example")).broker(None).unwrap(),
             Broker {
                 host: "broker.example".into(),
                 port: 8883
             }
         );
+        // Configuration wins over what the bridge announced; the announcement is the fallback.
         assert_eq!(
-            load(over("mqtts://127.0.0.1:18883")).broker().unwrap().port,
+            load(over("mqtts://127.0.0.1:18883"))
+                .broker(Some("mqtts://announced:1"))
+                .unwrap()
+                .port,
             18883
         );
+        let announced = load(Overrides::default())
+            .broker(Some("mqtts://announced.example:8884"))
+            .unwrap();
+        assert_eq!(
+            (announced.host.as_str(), announced.port),
+            ("announced.example", 8884)
+        );
         for bad in ["mqtt://plain", "mqtts://", "mqtts://h/path", "nonsense"] {
-            let e = load(over(bad)).broker().unwrap_err().to_string();
-            assert!(e.contains(bad) || e.contains("mqtts"), "{bad}: {e}");
+            let e = load(over(bad)).broker(None).unwrap_err().to_string();
+            assert!(e.contains(bad) && e.contains("NEXA_MQTT_URL"), "{bad}: {e}");
         }
-        let e = load(Overrides::default()).broker().unwrap_err().to_string();
-        assert!(e.contains("NEXA_MQTT_URL"), "{e}");
+        let e = load(Overrides::default())
+            .broker(None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("NEXA_MQTT_URL") && e.contains("announced none"),
+            "{e}"
+        );
+        let e = load(Overrides::default())
+            .broker(Some("tcp://x"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("announced") && e.contains("tcp://x"), "{e}");
         let cfg = load(Overrides {
             telemetry_interval: Some("0s".into()),
             ..Default::default()

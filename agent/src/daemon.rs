@@ -9,13 +9,15 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde_json::{Value, json};
 use tokio::time::{Instant, Sleep};
 
 use crate::backoff::Backoff;
-use crate::certs::{CertsDir, EnrolledFlag};
-use crate::config::AgentConfig;
+use crate::certs::{CertsDir, Current, EnrolledFlag};
+use crate::config::{AgentConfig, Broker};
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::AgentError;
 use crate::mqtt::errors::{Failure, classify};
@@ -27,6 +29,7 @@ use crate::status::status;
 use crate::telemetry;
 use crate::thingsboard::{self as tb, RpcRequest};
 use crate::tunnel;
+use nexa_proto::DeviceId;
 use nexa_wg::{KernelLink, WgLink};
 
 /// How the daemon behaves; defaults suit a device.
@@ -35,12 +38,12 @@ pub struct RunOptions {
     pub sysroot: PathBuf,
     /// Where `/proc` is (tests point it at fixtures).
     pub proc_root: PathBuf,
-    /// Reconnect delays to the broker (full jitter).
-    pub reconnect: Backoff,
     /// Telemetry samples kept while offline.
     pub queue_capacity: usize,
     /// How often a tunnel that could not be brought up is retried.
     pub tunnel_retry: Duration,
+    /// How often `/certs` is looked at for a new enrollment (a field tech's `enroll --force`).
+    pub certs_check: Duration,
 }
 
 impl Default for RunOptions {
@@ -48,13 +51,9 @@ impl Default for RunOptions {
         Self {
             sysroot: PathBuf::from("/"),
             proc_root: PathBuf::from("/proc"),
-            reconnect: Backoff {
-                initial: Duration::from_secs(1),
-                max: Duration::from_secs(120),
-                give_up_after: Duration::MAX,
-            },
             queue_capacity: 1000,
             tunnel_retry: Duration::from_secs(60),
+            certs_check: Duration::from_secs(30),
         }
     }
 }
@@ -80,6 +79,9 @@ impl Tunnel {
 struct Daemon {
     cfg: AgentConfig,
     opts: RunOptions,
+    /// Delays between reconnect attempts (full jitter), from configuration.
+    reconnect: Backoff,
+    broker: Broker,
     certs: CertsDir,
     link: Arc<dyn WgLink>,
     flag: EnrolledFlag,
@@ -92,22 +94,30 @@ struct Daemon {
     state_file: StateFile,
     /// PRETTY_NAME of the running OS, read once (it does not change while the agent runs).
     os_release: Option<String>,
+    /// The RAUC slot the system booted from (`rauc.slot=` on the kernel command line).
+    boot_slot: Option<String>,
+    /// Set when the MQTT session must be rebuilt (new certificate or broker).
+    rebuild: bool,
 }
 
 /// Runs until SIGTERM/SIGINT. Errors only for what waiting cannot fix: bad configuration, a
 /// refused enrollment, unusable certificate material.
 pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
-    let broker = cfg.broker()?;
+    // Configuration mistakes surface before anything else happens.
+    cfg.configured_broker()?;
     let default_interval = cfg.telemetry_interval()?;
+    let (min, max) = cfg.reconnect_bounds()?;
+    let reconnect = Backoff {
+        initial: min,
+        max,
+        give_up_after: Duration::MAX,
+    };
 
     let outcome = enroll(
         &cfg,
         &EnrollOptions {
             force: false,
-            backoff: Backoff {
-                give_up_after: Duration::MAX,
-                ..opts.reconnect
-            },
+            backoff: reconnect,
             sysroot: opts.sysroot.clone(),
         },
     )
@@ -119,19 +129,15 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
             (id, flag)
         }
     };
+    let broker = cfg.broker(flag.mqtt_url.as_deref())?;
 
     let certs = CertsDir::new(&cfg.certs_dir);
-    let tls = client_config(&certs, cfg.mqtt_ca.as_deref()).map_err(AgentError::MqttTls)?;
-    let mut mqtt = MqttOptions::new(id.to_string(), broker.host.clone(), broker.port);
-    mqtt.set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(true)
-        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls),
-        )));
-    let (client, mut events) = AsyncClient::new(mqtt, 64);
+    let (client, mut events) = session(&id, &broker, &certs, &cfg)?;
 
     let mut d = Daemon {
         opts: opts.clone(),
+        reconnect,
+        broker,
         certs,
         link: Arc::new(KernelLink::new()),
         flag,
@@ -147,13 +153,15 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         last_failure: None,
         state_file: StateFile::new(&cfg.state_dir),
         os_release: os_release(&opts.sysroot),
+        boot_slot: boot_slot(&opts.proc_root),
+        rebuild: false,
         cfg,
     };
     d.save_state();
     d.tunnel_up().await;
-    tracing::info!(device = %id, broker = %format!("{}:{}", broker.host, broker.port), "agent running");
+    tracing::info!(device = %id, broker = %d.broker, "agent running");
 
-    let (mut term, mut int) = signals()?;
+    let (mut term, mut int, mut hup) = signals()?;
     let notifier = Notifier::from_env();
     let mut ready_sent = false;
     // Without a watchdog the ticker still runs, rarely, and sends nothing.
@@ -165,6 +173,8 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     let mut telemetry = tokio::time::interval(d.interval);
     let mut tunnel_retry = tokio::time::interval(d.opts.tunnel_retry);
     tunnel_retry.tick().await;
+    let mut certs_check = tokio::time::interval(d.opts.certs_check);
+    certs_check.tick().await;
     let mut attempt: u32 = 0;
     let mut backoff: Option<Pin<Box<Sleep>>> = None;
 
@@ -181,7 +191,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
                     Err(e) => {
                         d.connected = false;
                         d.on_failure(classify(&e), attempt);
-                        let delay = d.opts.reconnect.delay(attempt, None);
+                        let delay = d.reconnect.delay(attempt, None);
                         attempt = attempt.saturating_add(1);
                         backoff = Some(Box::pin(tokio::time::sleep(delay)));
                     }
@@ -198,8 +208,37 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
             }
             _ = telemetry.tick() => d.telemetry().await,
             _ = tunnel_retry.tick(), if matches!(d.tunnel, Tunnel::Degraded(_)) => d.tunnel_up().await,
+            _ = certs_check.tick() => d.check_enrollment(),
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: re-reading /certs");
+                if let Err(why) = d.sync().await {
+                    tracing::warn!(error = %why, "the enrollment in /certs is not usable; keeping the current one");
+                }
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
+        }
+        if d.rebuild {
+            d.rebuild = false;
+            match session(&id, &d.broker, &d.certs, &d.cfg) {
+                Ok((client, new_events)) => {
+                    if d.connected {
+                        // Answers queued on the old session (the `sync` reply) go out first.
+                        disconnect(&d.client, &mut events).await;
+                    }
+                    d.client = client;
+                    events = new_events;
+                    d.connected = false;
+                    d.last_failure = None;
+                    attempt = 0;
+                    backoff = None;
+                    d.save_state();
+                    tracing::info!(serial = %d.flag.serial, broker = %d.broker, "MQTT session restarted with the new enrollment");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the new certificate for MQTT; the old session carries on")
+                }
+            }
         }
         if let Some(new) = d.take_interval_change(&mut telemetry) {
             tracing::info!(interval_s = new.as_secs(), "telemetry interval changed");
@@ -209,29 +248,70 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     tracing::info!("stopping");
     notifier.notify("STOPPING=1");
     d.state_file.remove();
-    if d.connected && d.client.try_disconnect().is_ok() {
-        // Let the event loop send the DISCONNECT; never longer than a second.
-        let deadline = Instant::now() + Duration::from_millis(900);
-        while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, events.poll()).await {
-            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
+    if d.connected {
+        disconnect(&d.client, &mut events).await;
     }
     Ok(())
 }
 
-fn signals() -> Result<(tokio::signal::unix::Signal, tokio::signal::unix::Signal), AgentError> {
+/// Sends what is queued, then DISCONNECT; never longer than 900 ms.
+async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
+    if client.try_disconnect().is_err() {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_millis(900);
+    while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, events.poll()).await {
+        if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+            break;
+        }
+    }
+}
+
+type Signals = (
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+fn signals() -> Result<Signals, AgentError> {
     use tokio::signal::unix::{SignalKind, signal};
     let term = signal(SignalKind::terminate()).map_err(AgentError::Signals)?;
     let int = signal(SignalKind::interrupt()).map_err(AgentError::Signals)?;
-    Ok((term, int))
+    let hup = signal(SignalKind::hangup()).map_err(AgentError::Signals)?;
+    Ok((term, int, hup))
+}
+
+/// A new MQTT client and event loop for the device's current identity in `/certs`.
+fn session(
+    id: &DeviceId,
+    broker: &Broker,
+    certs: &CertsDir,
+    cfg: &AgentConfig,
+) -> Result<(AsyncClient, EventLoop), AgentError> {
+    let tls = client_config(certs, cfg.mqtt_ca.as_deref()).map_err(AgentError::MqttTls)?;
+    let mut mqtt = MqttOptions::new(id.to_string(), broker.host.clone(), broker.port);
+    mqtt.set_keep_alive(Duration::from_secs(30))
+        .set_clean_session(true)
+        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(tls),
+        )));
+    Ok(AsyncClient::new(mqtt, 64))
 }
 
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The RAUC bootname from the kernel command line (`rauc.slot=A`), if the bootloader set it.
+fn boot_slot(proc_root: &std::path::Path) -> Option<String> {
+    let cmdline = std::fs::read_to_string(proc_root.join("cmdline")).ok()?;
+    cmdline
+        .split_ascii_whitespace()
+        .find_map(|arg| arg.strip_prefix("rauc.slot="))
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned)
 }
 
 /// PRETTY_NAME from os-release, if there is one.
@@ -248,6 +328,60 @@ fn os_release(sysroot: &std::path::Path) -> Option<String> {
 }
 
 impl Daemon {
+    /// Re-reads `/certs` (taking up a new enrollment) and reconciles the tunnel.
+    /// `Ok(true)`: the identity changed and the MQTT session is being rebuilt.
+    async fn sync(&mut self) -> Result<bool, String> {
+        let identity = self.reload_identity();
+        self.tunnel_up().await;
+        identity
+    }
+
+    /// The periodic look at `/certs`: only the small flag is read unless it changed.
+    fn check_enrollment(&mut self) {
+        let changed = match self.certs.read_flag() {
+            Ok(Some(Ok(flag))) => {
+                flag.serial != self.flag.serial || flag.mqtt_url != self.flag.mqtt_url
+            }
+            // Missing or unreadable: a re-enrollment may be half-way; look again next time.
+            Ok(_) | Err(_) => false,
+        };
+        if changed {
+            tracing::info!("the enrollment in /certs changed");
+            if let Err(why) = self.reload_identity() {
+                tracing::warn!(error = %why, "the new enrollment is not usable yet; keeping the current one");
+            }
+        }
+    }
+
+    /// Takes up a new enrollment from `/certs` if there is one. The current identity stays in
+    /// use when the directory does not hold a complete, verified set.
+    fn reload_identity(&mut self) -> Result<bool, String> {
+        let id = DeviceId::parse(&self.flag.device_id).map_err(|e| e.to_string())?;
+        let flag = match self.certs.check(Some(&id), None, SystemTime::now()) {
+            Ok(Current::Valid { flag, .. }) => *flag,
+            Ok(Current::Missing) => {
+                return Err(format!(
+                    "{} holds no enrollment",
+                    self.cfg.certs_dir.display()
+                ));
+            }
+            Ok(Current::Invalid { reason }) => return Err(reason),
+            Err(e) => return Err(e.to_string()),
+        };
+        let broker = self
+            .cfg
+            .broker(flag.mqtt_url.as_deref())
+            .map_err(|e| e.to_string())?;
+        if flag.serial == self.flag.serial && broker == self.broker {
+            return Ok(false);
+        }
+        tracing::info!(old = %self.flag.serial, new = %flag.serial, "new enrollment found; restarting the MQTT session");
+        self.flag = flag;
+        self.broker = broker;
+        self.rebuild = true;
+        Ok(true)
+    }
+
     async fn tunnel_up(&mut self) {
         if self.tunnel == Tunnel::Disabled {
             return;
@@ -292,6 +426,9 @@ impl Daemon {
         });
         if let Some(os) = &self.os_release {
             attrs["osRelease"] = json!(os);
+        }
+        if let Some(slot) = &self.boot_slot {
+            attrs["raucBootSlot"] = json!(slot);
         }
         if let Tunnel::Degraded(why) = &self.tunnel {
             attrs["tunnelError"] = json!(why);
@@ -475,13 +612,15 @@ impl Daemon {
                 Err(e) => tb::rpc_error("status_failed", &e.to_string()),
             },
             "sync" => {
-                if self.tunnel == Tunnel::Disabled {
-                    return json!({ "tunnel": "disabled" });
-                }
-                self.tunnel_up().await;
-                match &self.tunnel {
-                    Tunnel::Degraded(why) => tb::rpc_error("tunnel_degraded", why),
-                    other => json!({ "tunnel": other.label() }),
+                let identity = self.sync().await;
+                match (&self.tunnel, identity) {
+                    (_, Err(why)) => tb::rpc_error("certs_invalid", &why),
+                    (Tunnel::Degraded(why), _) => tb::rpc_error("tunnel_degraded", why),
+                    (other, Ok(changed)) => json!({
+                        "tunnel": other.label(),
+                        "serial": self.flag.serial,
+                        "identityChanged": changed,
+                    }),
                 }
             }
             other => tb::rpc_error(
@@ -489,5 +628,26 @@ impl Daemon {
                 &format!("method {other:?} is not supported; use status or sync"),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_slot_comes_from_the_kernel_command_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |cmdline: &str| {
+            std::fs::write(dir.path().join("cmdline"), cmdline).unwrap();
+            boot_slot(dir.path())
+        };
+        assert_eq!(
+            with("console=ttyS0 rauc.slot=B root=/dev/mmcblk0p3 rw\n").as_deref(),
+            Some("B")
+        );
+        assert_eq!(with("console=ttyS0 root=/dev/sda2\n"), None);
+        assert_eq!(with("rauc.slot= quiet"), None);
+        assert_eq!(boot_slot(&dir.path().join("absent")), None);
     }
 }

@@ -169,6 +169,7 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
         not_after: cert.not_after.format(&Rfc3339).unwrap_or_default(),
         address: response.wireguard.address.clone(),
         profile_revision: response.profile_revision,
+        mqtt_url: announced_broker(response.mqtt_url.as_deref()),
     };
     let written = certs.install(&WorkingSet {
         device_key_pem: device_key.pem(),
@@ -265,4 +266,16 @@ fn read_first_line(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().next()?.trim();
     (!line.is_empty()).then(|| line.to_owned())
+}
+
+/// The broker the bridge announced, canonical; an unusable one is logged and not kept.
+fn announced_broker(raw: Option<&str>) -> Option<String> {
+    let raw = raw?;
+    match nexa_proto::BrokerUrl::parse(raw) {
+        Ok(b) => Some(b.to_string()),
+        Err(e) => {
+            tracing::warn!(error = %e, "the bridge announced an unusable MQTT broker; ignored");
+            None
+        }
+    }
 }

@@ -189,15 +189,21 @@ fn gate(inner: &Shared, headers: &HeaderMap) -> Option<Response> {
     let mut g = inner.lock().unwrap();
     if presented != Some(expected.as_str()) {
         g.unauthorized += 1;
-        return Some((
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"hawkBit\"")],
-        )
-            .into_response());
+        return Some(
+            (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"hawkBit\"")],
+            )
+                .into_response(),
+        );
     }
     let status = g.failures.pop_front()?;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    Some(error(status, "hawkbit.server.error.fake", "injected failure"))
+    Some(error(
+        status,
+        "hawkbit.server.error.fake",
+        "injected failure",
+    ))
 }
 
 fn target_json(t: &Target) -> Value {

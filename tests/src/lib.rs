@@ -205,6 +205,12 @@ impl TestServer {
         }
     }
 
+    /// Sets an environment variable for the next `restart` (e.g. a port known only now).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.launch_envs.retain(|(k, _)| k != key);
+        self.launch_envs.push((key.to_owned(), value.to_owned()));
+    }
+
     /// Restarts on the same port and data directory, with the same flags and environment.
     pub fn restart(&mut self) {
         self.kill();

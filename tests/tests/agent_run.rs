@@ -210,7 +210,17 @@ fn telemetry_taken_while_the_broker_is_down_arrives_after_it_is_back() {
             }
         })
     };
-    let (mut agent, agent_log) = run_agent(&server, &broker, "dev-run-2", tmp.path(), &[]);
+    // Tight reconnect bounds: the agent must be back within about 2 s of the broker.
+    let (mut agent, agent_log) = run_agent(
+        &server,
+        &broker,
+        "dev-run-2",
+        tmp.path(),
+        &[
+            ("NEXA_MQTT_RECONNECT_MIN", "1s".as_ref()),
+            ("NEXA_MQTT_RECONNECT_MAX", "2s".as_ref()),
+        ],
+    );
     assert!(
         wait_until(Duration::from_secs(30), || !seen.lock().unwrap().is_empty()),
         "no telemetry before the outage\n{}",
@@ -218,8 +228,22 @@ fn telemetry_taken_while_the_broker_is_down_arrives_after_it_is_back() {
     );
 
     let down_at = now_ms();
-    broker.restart_after(Duration::from_secs(4));
+    broker.restart_after(Duration::from_secs(6));
     let up_at = now_ms();
+    let back = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || agent_log()
+            .contains("connected to the broker again")),
+        "{}",
+        agent_log()
+    );
+    // Unbounded doubling would be at 4-8 s per attempt after a 6 s outage; the 2 s cap holds.
+    assert!(
+        back.elapsed() < Duration::from_millis(3500),
+        "reconnected {:?} after the broker was back\n{}",
+        back.elapsed(),
+        agent_log()
+    );
     let during = |seen: &Vec<u64>| seen.iter().any(|ts| *ts > down_at + 500 && *ts < up_at);
     let delivered = wait_until(Duration::from_secs(40), || during(&seen.lock().unwrap()));
     assert!(
@@ -231,11 +255,6 @@ fn telemetry_taken_while_the_broker_is_down_arrives_after_it_is_back() {
     assert!(
         agent.try_wait().unwrap().is_none(),
         "the agent must survive the outage"
-    );
-    assert!(
-        agent_log().contains("connected to the broker again"),
-        "{}",
-        agent_log()
     );
     sigterm(&agent);
     assert!(agent.wait().unwrap().success());
@@ -292,4 +311,107 @@ fn a_certificate_the_broker_does_not_trust_is_reported_as_such() {
         st["daemon"].is_null(),
         "a stopped daemon leaves no state: {st}"
     );
+}
+
+fn flag_serial(certs: &Path) -> String {
+    let flag: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(certs.join("enrolled")).unwrap()).unwrap();
+    flag["serial"].as_str().unwrap().to_owned()
+}
+
+fn reenroll(server: &TestServer, id: &str, certs: &Path) -> String {
+    server.cli_ok(&["device", "allow-reenroll", id, "--for", "10m"]);
+    let out = server
+        .agent(id, certs)
+        .args(["enroll", "--force"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", nexa_testkit::text(&out));
+    flag_serial(certs)
+}
+
+#[test]
+fn run_uses_the_announced_broker_and_takes_up_a_re_enrollment() {
+    let mut server = TestServer::start();
+    let broker = Broker::start(&server);
+    // The bridge tells devices where the broker is; the agent is not configured with it.
+    server.set_env(
+        "MQTT_BROKER_URL",
+        &format!("mqtts://127.0.0.1:{}", broker.port),
+    );
+    server.restart();
+    let root = server.root_cert_path();
+    server.register(&["dev-run-4"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    let log_path = tmp.path().join("agent.log");
+    let mut agent = server
+        .agent("dev-run-4", &certs)
+        .env_remove("NEXA_MQTT_URL")
+        .env("NEXA_TELEMETRY_INTERVAL", "1s")
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let agent_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let sessions = || broker.log().matches("u'dev-run-4'").count();
+    assert!(
+        wait_until(Duration::from_secs(30), || sessions() == 1),
+        "{}\n--- broker\n{}",
+        agent_log(),
+        broker.log()
+    );
+    let flag: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(certs.join("enrolled")).unwrap()).unwrap();
+    assert_eq!(
+        flag["mqtt_url"],
+        format!("mqtts://127.0.0.1:{}", broker.port),
+        "{flag}"
+    );
+    let first = flag_serial(&certs);
+
+    // A field tech re-enrolls while the daemon runs; `sync` takes the new identity up.
+    let second = reenroll(&server, "dev-run-4", &certs);
+    assert_ne!(first, second);
+    let monitor = broker.monitor();
+    let answer = broker.subscribe(&root, "v1/devices/me/rpc/response/41", 1, 15);
+    let out = broker.publish(
+        &root,
+        &monitor,
+        "rpc-caller",
+        "v1/devices/me/rpc/request/41",
+        r#"{"method":"sync"}"#,
+    );
+    assert!(out.status.success());
+    let got = lines(answer);
+    let body = &got
+        .first()
+        .unwrap_or_else(|| panic!("no answer to sync\n{}", agent_log()))
+        .1;
+    assert_eq!(body["identityChanged"], true, "{body}");
+    assert_eq!(body["serial"], second.as_str(), "{body}");
+    assert!(
+        wait_until(Duration::from_secs(15), || sessions() == 2),
+        "the session was not rebuilt\n{}\n--- broker\n{}",
+        agent_log(),
+        broker.log()
+    );
+
+    // Again, picked up by SIGHUP (systemctl reload) this time.
+    let third = reenroll(&server, "dev-run-4", &certs);
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &agent.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(
+        wait_until(Duration::from_secs(15), || sessions() == 3),
+        "SIGHUP did not rebuild the session\n{}",
+        agent_log()
+    );
+    assert!(agent_log().contains(&third), "{}", agent_log());
+    assert!(agent.try_wait().unwrap().is_none(), "{}", agent_log());
+    sigterm(&agent);
+    assert!(agent.wait().unwrap().success(), "{}", agent_log());
 }
