@@ -114,7 +114,7 @@ impl HawkbitClient {
             .await
             .map_err(|e| HawkbitError::Unavailable {
                 url: url.clone(),
-                reason: error_chain(&e),
+                reason: crate::error_chain(&e),
             })?;
         let status = resp.status();
         if status.is_success() {
@@ -168,17 +168,6 @@ fn hawkbit_message(text: &str) -> String {
         msg.push_str("no details");
     }
     msg
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// TLS for hawkBit: the system's roots, plus the configured CA file if any.

@@ -17,3 +17,15 @@ pub mod init;
 pub mod serve;
 pub mod tls;
 pub mod wg;
+
+/// An error and all its sources, `outer: inner: innermost`, for logs and messages.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut chain = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        chain.push_str(": ");
+        chain.push_str(&s.to_string());
+        src = s.source();
+    }
+    chain
+}

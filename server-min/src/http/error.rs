@@ -107,13 +107,7 @@ impl From<EnrollError> for ApiError {
 
 /// Logs the full error chain and answers a generic 500.
 pub fn internal(e: &dyn std::error::Error) -> ApiError {
-    let mut chain = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        src = s.source();
-    }
+    let chain = crate::error_chain(e);
     tracing::error!(error = %chain, "internal error");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
