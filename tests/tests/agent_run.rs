@@ -31,7 +31,7 @@ fn run_agent(
     id: &str,
     dir: &Path,
     extra: &[(&str, &std::ffi::OsStr)],
-) -> (Child, impl Fn() -> String + use<>) {
+) -> (Agent, impl Fn() -> String + use<>) {
     let log_path = dir.join("agent.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut cmd = bridge.agent(id, &dir.join("certs"));
@@ -43,15 +43,41 @@ fn run_agent(
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    let child = cmd
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = Agent(
+        cmd.arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
     (child, move || {
         std::fs::read_to_string(&log_path).unwrap_or_default()
     })
+}
+
+/// A running agent, killed if the test fails before stopping it (no stray daemons).
+struct Agent(Child);
+
+impl std::ops::Deref for Agent {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn sigterm(child: &Child) {
@@ -345,15 +371,17 @@ fn run_uses_the_announced_broker_and_takes_up_a_re_enrollment() {
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
     let log_path = tmp.path().join("agent.log");
-    let mut agent = server
-        .agent("dev-run-4", &certs)
-        .env_remove("NEXA_MQTT_URL")
-        .env("NEXA_TELEMETRY_INTERVAL", "1s")
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut agent = Agent(
+        server
+            .agent("dev-run-4", &certs)
+            .env_remove("NEXA_MQTT_URL")
+            .env("NEXA_TELEMETRY_INTERVAL", "1s")
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let agent_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let sessions = || broker.log().matches("u'dev-run-4'").count();
     assert!(
