@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod device_id;
 pub mod enroll;
 pub mod error;
+pub mod hawkbit;
 pub mod keys;
 pub mod mqtt;
 pub mod runstate;

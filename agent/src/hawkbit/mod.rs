@@ -1,0 +1,8 @@
+//! The agent's hawkBit DDI (Direct Device Integration) client: the device polls its
+//! controller resource, reports configuration data, downloads and installs deployments and
+//! answers cancellations, following the DDI contract (research notes on DDI).
+//!
+//! `model` is the wire format and `sleep` the server's polling interval; both are pure.
+
+pub mod model;
+pub mod sleep;
