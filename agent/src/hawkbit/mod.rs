@@ -2,7 +2,9 @@
 //! controller resource, reports configuration data, downloads and installs deployments and
 //! answers cancellations, following the DDI contract (research notes on DDI).
 //!
-//! `model` is the wire format and `sleep` the server's polling interval; both are pure.
+//! `model` is the wire format, `sleep` the server's polling interval and `settings` the
+//! `[hawkbit]` configuration; all three are pure.
 
 pub mod model;
+pub mod settings;
 pub mod sleep;

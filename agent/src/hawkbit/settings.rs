@@ -1,0 +1,362 @@
+//! hawkBit settings of the agent: where the server is, who the device is there, how it
+//! authenticates, where downloads go and what happens after an install.
+//!
+//! ```toml
+//! [hawkbit]
+//! url = "https://hawkbit.example.com"
+//! tenant = "DEFAULT"               # default DEFAULT
+//! controller_id = "dev-001"        # default: the device id
+//! auth = "certificate"             # certificate | target_token | gateway_token
+//! token_file = "/etc/nexa/hawkbit.token"   # target_token / gateway_token only
+//! spool_dir = "/var/lib/nexa/spool"
+//! after_install = "reboot"         # reboot (confirm after boot) | report (success at once)
+//! reboot_via = "logind"            # logind | systemd
+//! ```
+//!
+//! Exactly one authentication mode is in force, and a setting that belongs to another mode
+//! is an error at load, not a surprise at the first poll. Without `url` the agent does not
+//! talk to hawkBit at all.
+
+use std::path::PathBuf;
+
+use std::collections::BTreeMap;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+pub const DEFAULT_TENANT: &str = "DEFAULT";
+pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/nexa/spool";
+
+/// The `[hawkbit]` table as written. Unknown keys are kept to be warned about (an older agent
+/// after a rollback must still start with a newer image's file).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct HawkbitFile {
+    pub url: Option<String>,
+    pub tenant: Option<String>,
+    pub controller_id: Option<String>,
+    pub auth: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub spool_dir: Option<PathBuf>,
+    pub after_install: Option<String>,
+    pub reboot_via: Option<String>,
+    #[serde(flatten)]
+    pub unknown: BTreeMap<String, toml::Value>,
+}
+
+impl HawkbitFile {
+    /// `self` (flags / environment) over `lower` (the file), key by key.
+    pub fn over(self, lower: HawkbitFile) -> HawkbitFile {
+        HawkbitFile {
+            url: self.url.or(lower.url),
+            tenant: self.tenant.or(lower.tenant),
+            controller_id: self.controller_id.or(lower.controller_id),
+            auth: self.auth.or(lower.auth),
+            token_file: self.token_file.or(lower.token_file),
+            spool_dir: self.spool_dir.or(lower.spool_dir),
+            after_install: self.after_install.or(lower.after_install),
+            reboot_via: self.reboot_via.or(lower.reboot_via),
+            unknown: lower.unknown,
+        }
+    }
+}
+
+/// How the device proves who it is to hawkBit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    /// The device certificate, through hawkBit's reverse-proxy scheme (mTLS at the proxy).
+    Certificate,
+    /// `Authorization: TargetToken …`, the target's own token, read from this file.
+    TargetToken { file: PathBuf },
+    /// `Authorization: GatewayToken …`, a tenant-wide key, read from this file.
+    GatewayToken { file: PathBuf },
+}
+
+impl AuthMode {
+    pub fn label(&self) -> &'static str {
+        match self {
+            AuthMode::Certificate => "certificate",
+            AuthMode::TargetToken { .. } => "target_token",
+            AuthMode::GatewayToken { .. } => "gateway_token",
+        }
+    }
+}
+
+/// What follows a successful install.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterInstall {
+    /// Reboot, and report success only once the new slot booted and was marked good.
+    Reboot(RebootVia),
+    /// Report success at once (the device reboots by other means).
+    Report,
+}
+
+/// Who is asked to reboot (the agent never calls `reboot(2)` itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootVia {
+    /// `org.freedesktop.login1.Manager.Reboot`.
+    Logind,
+    /// `org.freedesktop.systemd1.Manager.StartUnit("reboot.target")`.
+    Systemd,
+}
+
+/// Resolved hawkBit settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HawkbitSettings {
+    /// Server base URL, ending in `/`.
+    pub url: Url,
+    pub tenant: String,
+    /// `None`: the device id.
+    pub controller_id: Option<String>,
+    pub auth: AuthMode,
+    pub spool_dir: PathBuf,
+    pub after_install: AfterInstall,
+}
+
+/// A hawkBit setting that cannot be used; names the key and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HawkbitConfigError {
+    #[error("hawkbit.url (NEXA_HAWKBIT_URL) {value:?} is invalid: {reason}")]
+    Url { value: String, reason: String },
+    #[error(
+        "hawkbit.auth (NEXA_HAWKBIT_AUTH) {0:?} is unknown: use certificate, target_token or gateway_token"
+    )]
+    AuthMode(String),
+    #[error(
+        "hawkbit.auth is not set: choose exactly one of certificate, target_token, gateway_token"
+    )]
+    NoAuth,
+    #[error(
+        "hawkbit.token_file (NEXA_HAWKBIT_TOKEN_FILE) is set but hawkbit.auth is certificate: a device authenticates one way only; remove one of the two"
+    )]
+    TokenWithCertificate,
+    #[error("hawkbit.auth = {0} needs hawkbit.token_file (NEXA_HAWKBIT_TOKEN_FILE)")]
+    NoTokenFile(&'static str),
+    #[error("hawkbit.{key} {value:?} is invalid: {reason}")]
+    Value {
+        key: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+}
+
+impl HawkbitSettings {
+    /// `None` when no URL is configured: hawkBit is off.
+    pub fn resolve(file: HawkbitFile) -> Result<Option<Self>, HawkbitConfigError> {
+        let Some(raw_url) = file.url.filter(|u| !u.trim().is_empty()) else {
+            return Ok(None);
+        };
+        let url = parse_url(&raw_url)?;
+        let tenant = match file.tenant {
+            None => DEFAULT_TENANT.to_owned(),
+            Some(t) => path_segment("tenant", t)?,
+        };
+        let controller_id = file
+            .controller_id
+            .map(|c| path_segment("controller_id", c))
+            .transpose()?;
+        let auth = match file.auth.as_deref().map(str::trim) {
+            None => return Err(HawkbitConfigError::NoAuth),
+            Some("certificate") => {
+                if file.token_file.is_some() {
+                    return Err(HawkbitConfigError::TokenWithCertificate);
+                }
+                AuthMode::Certificate
+            }
+            Some("target_token") => AuthMode::TargetToken {
+                file: file
+                    .token_file
+                    .ok_or(HawkbitConfigError::NoTokenFile("target_token"))?,
+            },
+            Some("gateway_token") => AuthMode::GatewayToken {
+                file: file
+                    .token_file
+                    .ok_or(HawkbitConfigError::NoTokenFile("gateway_token"))?,
+            },
+            Some(other) => return Err(HawkbitConfigError::AuthMode(other.to_owned())),
+        };
+        let reboot_via = match file.reboot_via.as_deref().map(str::trim) {
+            None | Some("logind") => RebootVia::Logind,
+            Some("systemd") => RebootVia::Systemd,
+            Some(other) => {
+                return Err(HawkbitConfigError::Value {
+                    key: "reboot_via",
+                    value: other.to_owned(),
+                    reason: "use logind or systemd",
+                });
+            }
+        };
+        let after_install = match file.after_install.as_deref().map(str::trim) {
+            None | Some("reboot") => AfterInstall::Reboot(reboot_via),
+            Some("report") => AfterInstall::Report,
+            Some(other) => {
+                return Err(HawkbitConfigError::Value {
+                    key: "after_install",
+                    value: other.to_owned(),
+                    reason: "use reboot or report",
+                });
+            }
+        };
+        Ok(Some(Self {
+            url,
+            tenant,
+            controller_id,
+            auth,
+            spool_dir: file
+                .spool_dir
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR)),
+            after_install,
+        }))
+    }
+}
+
+fn parse_url(raw: &str) -> Result<Url, HawkbitConfigError> {
+    let bad = |reason: &str| HawkbitConfigError::Url {
+        value: raw.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("use https:// (or http:// behind a trusted network)"));
+    }
+    if url.host().is_none() {
+        return Err(bad("it has no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "credentials do not belong in the URL; see hawkbit.auth",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad("it must not have a query or fragment"));
+    }
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    Ok(url)
+}
+
+/// A tenant or controller id: one non-empty path segment without whitespace (hawkBit's rule).
+fn path_segment(key: &'static str, value: String) -> Result<String, HawkbitConfigError> {
+    let v = value.trim();
+    if v.is_empty() || v.chars().count() > 256 || v.chars().any(char::is_whitespace) {
+        return Err(HawkbitConfigError::Value {
+            key,
+            value,
+            reason: "must be 1-256 characters without whitespace",
+        });
+    }
+    Ok(v.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(auth: Option<&str>, token: Option<&str>) -> HawkbitFile {
+        HawkbitFile {
+            url: Some("https://hawkbit.example.com/prefix".into()),
+            auth: auth.map(Into::into),
+            token_file: token.map(Into::into),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn without_a_url_hawkbit_is_off() {
+        assert_eq!(HawkbitSettings::resolve(HawkbitFile::default()), Ok(None));
+        let blank = HawkbitFile {
+            url: Some("  ".into()),
+            auth: Some("bogus".into()),
+            ..Default::default()
+        };
+        assert_eq!(HawkbitSettings::resolve(blank), Ok(None));
+    }
+
+    #[test]
+    fn exactly_one_auth_mode() {
+        let s = HawkbitSettings::resolve(file(Some("certificate"), None))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.auth, AuthMode::Certificate);
+        assert_eq!(s.url.as_str(), "https://hawkbit.example.com/prefix/");
+        assert_eq!(s.tenant, DEFAULT_TENANT);
+        assert_eq!(s.after_install, AfterInstall::Reboot(RebootVia::Logind));
+        let s = HawkbitSettings::resolve(file(Some("target_token"), Some("/t")))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.auth, AuthMode::TargetToken { file: "/t".into() });
+        assert_eq!(
+            HawkbitSettings::resolve(file(None, None)),
+            Err(HawkbitConfigError::NoAuth)
+        );
+        assert_eq!(
+            HawkbitSettings::resolve(file(Some("certificate"), Some("/t"))),
+            Err(HawkbitConfigError::TokenWithCertificate)
+        );
+        assert_eq!(
+            HawkbitSettings::resolve(file(Some("gateway_token"), None)),
+            Err(HawkbitConfigError::NoTokenFile("gateway_token"))
+        );
+        let e = HawkbitSettings::resolve(file(Some("password"), None))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("\"password\"") && e.contains("target_token"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        for (f, key) in [
+            (
+                HawkbitFile {
+                    url: Some("ftp://h".into()),
+                    ..file(Some("certificate"), None)
+                },
+                "hawkbit.url",
+            ),
+            (
+                HawkbitFile {
+                    tenant: Some("my tenant".into()),
+                    ..file(Some("certificate"), None)
+                },
+                "hawkbit.tenant",
+            ),
+            (
+                HawkbitFile {
+                    after_install: Some("pray".into()),
+                    ..file(Some("certificate"), None)
+                },
+                "hawkbit.after_install",
+            ),
+            (
+                HawkbitFile {
+                    reboot_via: Some("sysrq".into()),
+                    ..file(Some("certificate"), None)
+                },
+                "hawkbit.reboot_via",
+            ),
+        ] {
+            let e = HawkbitSettings::resolve(f).unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_key_by_key() {
+        let lower = HawkbitFile {
+            url: Some("https://file".into()),
+            tenant: Some("T1".into()),
+            ..Default::default()
+        };
+        let upper = HawkbitFile {
+            tenant: Some("T2".into()),
+            ..Default::default()
+        };
+        let merged = upper.over(lower);
+        assert_eq!(merged.url.as_deref(), Some("https://file"));
+        assert_eq!(merged.tenant.as_deref(), Some("T2"));
+    }
+}
