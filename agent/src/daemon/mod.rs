@@ -9,9 +9,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, Event, Packet, QoS};
 use serde_json::{Value, json};
 use tokio::time::{Instant, Sleep};
 
@@ -22,15 +20,20 @@ use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::AgentError;
 use crate::mqtt::errors::{Failure, classify};
 use crate::mqtt::queue::OfflineQueue;
-use crate::mqtt::tls::client_config;
 use crate::runstate::{Part, RunState, StateFile};
 use crate::sdnotify::Notifier;
 use crate::status::status;
 use crate::telemetry;
 use crate::thingsboard::{self as tb, RpcRequest};
 use crate::tunnel;
+
+mod facts;
+mod session;
+
+use facts::{boot_slot, os_release};
 use nexa_proto::DeviceId;
 use nexa_wg::{KernelLink, WgLink};
+use session::{disconnect, session};
 
 /// How the daemon behaves; defaults suit a device.
 #[derive(Debug, Clone)]
@@ -254,19 +257,6 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     Ok(())
 }
 
-/// Sends what is queued, then DISCONNECT; never longer than 900 ms.
-async fn disconnect(client: &AsyncClient, events: &mut EventLoop) {
-    if client.try_disconnect().is_err() {
-        return;
-    }
-    let deadline = Instant::now() + Duration::from_millis(900);
-    while let Ok(Ok(ev)) = tokio::time::timeout_at(deadline, events.poll()).await {
-        if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-            break;
-        }
-    }
-}
-
 type Signals = (
     tokio::signal::unix::Signal,
     tokio::signal::unix::Signal,
@@ -281,50 +271,10 @@ fn signals() -> Result<Signals, AgentError> {
     Ok((term, int, hup))
 }
 
-/// A new MQTT client and event loop for the device's current identity in `/certs`.
-fn session(
-    id: &DeviceId,
-    broker: &Broker,
-    certs: &CertsDir,
-    cfg: &AgentConfig,
-) -> Result<(AsyncClient, EventLoop), AgentError> {
-    let tls = client_config(certs, cfg.mqtt_ca.as_deref()).map_err(AgentError::MqttTls)?;
-    let mut mqtt = MqttOptions::new(id.to_string(), broker.host.clone(), broker.port);
-    mqtt.set_keep_alive(Duration::from_secs(30))
-        .set_clean_session(true)
-        .set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            Arc::new(tls),
-        )));
-    Ok(AsyncClient::new(mqtt, 64))
-}
-
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The RAUC bootname from the kernel command line (`rauc.slot=A`), if the bootloader set it.
-fn boot_slot(proc_root: &std::path::Path) -> Option<String> {
-    let cmdline = std::fs::read_to_string(proc_root.join("cmdline")).ok()?;
-    cmdline
-        .split_ascii_whitespace()
-        .find_map(|arg| arg.strip_prefix("rauc.slot="))
-        .filter(|v| !v.is_empty())
-        .map(str::to_owned)
-}
-
-/// PRETTY_NAME from os-release, if there is one.
-fn os_release(sysroot: &std::path::Path) -> Option<String> {
-    ["etc/os-release", "usr/lib/os-release"]
-        .iter()
-        .find_map(|p| std::fs::read_to_string(sysroot.join(p)).ok())
-        .and_then(|text| {
-            text.lines().find_map(|l| {
-                l.strip_prefix("PRETTY_NAME=")
-                    .map(|v| v.trim_matches('"').to_owned())
-            })
-        })
 }
 
 impl Daemon {
@@ -628,26 +578,5 @@ impl Daemon {
                 &format!("method {other:?} is not supported; use status or sync"),
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boot_slot_comes_from_the_kernel_command_line() {
-        let dir = tempfile::tempdir().unwrap();
-        let with = |cmdline: &str| {
-            std::fs::write(dir.path().join("cmdline"), cmdline).unwrap();
-            boot_slot(dir.path())
-        };
-        assert_eq!(
-            with("console=ttyS0 rauc.slot=B root=/dev/mmcblk0p3 rw\n").as_deref(),
-            Some("B")
-        );
-        assert_eq!(with("console=ttyS0 root=/dev/sda2\n"), None);
-        assert_eq!(with("rauc.slot= quiet"), None);
-        assert_eq!(boot_slot(&dir.path().join("absent")), None);
     }
 }
