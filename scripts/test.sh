@@ -9,7 +9,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 cd "$NEXA_ROOT"
 
-install_debs build-essential musl-tools openssl curl ca-certificates file binutils util-linux mosquitto mosquitto-clients
+install_debs build-essential musl-tools openssl curl ca-certificates file binutils util-linux mosquitto mosquitto-clients rauc dbus squashfs-tools systemd
 ensure_rust musl msrv
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy

@@ -11,6 +11,7 @@
 pub mod hawkbit;
 pub mod mosquitto;
 pub mod proxy;
+pub mod rauc;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
