@@ -16,6 +16,7 @@ pub mod error;
 pub mod hawkbit;
 pub mod keys;
 pub mod mqtt;
+pub mod rauc;
 pub mod runstate;
 pub mod sdnotify;
 pub mod status;

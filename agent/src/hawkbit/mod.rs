@@ -5,6 +5,10 @@
 //! `model` is the wire format, `sleep` the server's polling interval and `settings` the
 //! `[hawkbit]` configuration; all three are pure.
 
+pub mod client;
+pub mod digest;
+pub mod download;
 pub mod model;
+pub mod pending;
 pub mod settings;
 pub mod sleep;

@@ -8,6 +8,7 @@
 //! controller_id = "dev-001"        # default: the device id
 //! auth = "certificate"             # certificate | target_token | gateway_token
 //! token_file = "/etc/nexa/hawkbit.token"   # target_token / gateway_token only
+//! ca_file = "/etc/nexa/hawkbit-ca.pem"     # default: the system's roots and the enrollment's
 //! spool_dir = "/var/lib/nexa/spool"
 //! after_install = "reboot"         # reboot (confirm after boot) | report (success at once)
 //! reboot_via = "logind"            # logind | systemd
@@ -36,6 +37,7 @@ pub struct HawkbitFile {
     pub controller_id: Option<String>,
     pub auth: Option<String>,
     pub token_file: Option<PathBuf>,
+    pub ca_file: Option<PathBuf>,
     pub spool_dir: Option<PathBuf>,
     pub after_install: Option<String>,
     pub reboot_via: Option<String>,
@@ -52,6 +54,7 @@ impl HawkbitFile {
             controller_id: self.controller_id.or(lower.controller_id),
             auth: self.auth.or(lower.auth),
             token_file: self.token_file.or(lower.token_file),
+            ca_file: self.ca_file.or(lower.ca_file),
             spool_dir: self.spool_dir.or(lower.spool_dir),
             after_install: self.after_install.or(lower.after_install),
             reboot_via: self.reboot_via.or(lower.reboot_via),
@@ -108,6 +111,8 @@ pub struct HawkbitSettings {
     /// `None`: the device id.
     pub controller_id: Option<String>,
     pub auth: AuthMode,
+    /// Trust anchors for hawkBit's TLS certificate instead of the defaults.
+    pub ca_file: Option<PathBuf>,
     pub spool_dir: PathBuf,
     pub after_install: AfterInstall,
 }
@@ -201,6 +206,7 @@ impl HawkbitSettings {
             tenant,
             controller_id,
             auth,
+            ca_file: file.ca_file,
             spool_dir: file
                 .spool_dir
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR)),

@@ -56,19 +56,37 @@ fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>
     Ok(list)
 }
 
-/// The client configuration for the broker.
-pub fn client_config(
+/// The device's TLS client identity from `/certs`: leaf, then the CA chain, and the key.
+/// Also used for hawkBit's certificate authentication.
+pub fn client_identity(
     certs_dir: &CertsDir,
-    broker_ca: Option<&Path>,
-) -> Result<ClientConfig, TlsSetupError> {
-    let leaf = certs(&certs_dir.device_cert(), "certificate")?;
-    let chain = certs(&certs_dir.ca_chain(), "CA certificate")?;
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
+    let mut presented = certs(&certs_dir.device_cert(), "certificate")?;
+    presented.extend(certs(&certs_dir.ca_chain(), "CA certificate")?);
     let key_path = certs_dir.device_key();
     let key_pem = read(&key_path)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsSetupError::Material {
         path: key_path.clone(),
         what: "private key",
     })?;
+    Ok((presented, key))
+}
+
+/// The certificates of a PEM file (at least one).
+pub fn pem_certs(
+    path: &Path,
+    what: &'static str,
+) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
+    certs(path, what)
+}
+
+/// The client configuration for the broker.
+pub fn client_config(
+    certs_dir: &CertsDir,
+    broker_ca: Option<&Path>,
+) -> Result<ClientConfig, TlsSetupError> {
+    let chain = certs(&certs_dir.ca_chain(), "CA certificate")?;
+    let (presented, key) = client_identity(certs_dir)?;
 
     let mut roots = RootCertStore::empty();
     match broker_ca {
@@ -102,8 +120,6 @@ pub fn client_config(
         }
     }
 
-    let mut presented = leaf;
-    presented.extend(chain);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
