@@ -205,9 +205,9 @@ impl DdiClient {
         self.get_json(self.link(href)?).await
     }
 
-    /// `PUT {configData href}`.
-    pub async fn put_config(&self, href: &str, data: &ConfigData) -> Result<(), DdiError> {
-        let url = self.link(href)?;
+    /// `PUT {base}/configData` (where hawkBit's `configData` link always points).
+    pub async fn put_config(&self, data: &ConfigData) -> Result<(), DdiError> {
+        let url = self.at(&["configData"]);
         let req = self
             .http
             .put(url.clone())

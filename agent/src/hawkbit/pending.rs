@@ -24,6 +24,8 @@ pub struct PendingUpdate {
     pub what: String,
     /// RFC 3339.
     pub installed_at: String,
+    /// The kernel's boot id when it was installed: the same id later means no reboot yet.
+    pub boot_id: String,
 }
 
 /// How the reboot ended.
@@ -113,6 +115,7 @@ mod tests {
             from_slot: "A".into(),
             what: "rootfs 1.0.75".into(),
             installed_at: "2026-11-22T10:00:00Z".into(),
+            boot_id: "b1".into(),
         }
     }
 

@@ -1,0 +1,704 @@
+//! The update engine: polls hawkBit, reports configuration data, and carries one action at a
+//! time from download through RAUC install to the reboot that decides it.
+//!
+//! Order of an action: `proceeding` (retrieved) → download with `proceeding` progress →
+//! `downloaded` → (waiting while the maintenance window is closed) → `proceeding` (installing)
+//! → either `closed`+`success` at once (`after_install = "report"`) or a pending-update file,
+//! a reboot request, and after the boot `closed`+`success` once the new slot runs and is
+//! marked good, `closed`+`failure` if the device came back on the old one. Every failure on
+//! the way ends the action with `closed`+`failure` and the reason. The spool is emptied after
+//! every action. A cancel is accepted until the install starts and rejected afterwards.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use super::client::{DdiClient, DdiError};
+use super::digest::Expected;
+use super::download::{self, Retry, Spool, Wanted};
+use super::model::{
+    Artifact, ConfigData, DeploymentBase, Execution, Feedback, Finished, Handling,
+    MaintenanceWindow,
+};
+use super::pending::{BootVerdict, PendingFile, PendingUpdate};
+use super::reboot::Rebooter;
+use super::settings::AfterInstall;
+use super::sleep::{DEFAULT_SLEEP, clamp, parse_sleep};
+use super::status::{OtaStatus, Phase};
+use crate::backoff::Backoff;
+use crate::rauc::{InstallProgress, Installer, RaucError};
+
+/// Timings of the engine; the defaults suit a device, tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// Poll interval while an action runs (to see a cancel) or waits for its window.
+    pub active_poll: Duration,
+    /// Resuming interrupted downloads.
+    pub download: Retry,
+    /// Pauses after a failed poll (a server's `Retry-After` wins).
+    pub error_backoff: Backoff,
+    /// Attempts for one feedback message before it is given up.
+    pub feedback_attempts: u32,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Self {
+            active_poll: Duration::from_secs(5),
+            download: Retry::default(),
+            error_backoff: Backoff {
+                initial: Duration::from_secs(5),
+                max: Duration::from_secs(300),
+                give_up_after: Duration::MAX,
+            },
+            feedback_attempts: 5,
+        }
+    }
+}
+
+/// What the engine works with.
+#[derive(Debug)]
+pub struct Parts {
+    pub ddi: DdiClient,
+    pub rauc: Arc<dyn Installer>,
+    pub rebooter: Arc<dyn Rebooter>,
+    pub spool: Spool,
+    pub pending: PendingFile,
+    pub after_install: AfterInstall,
+    /// Device facts sent as configData (values must be strings); RAUC's are added.
+    pub facts: BTreeMap<String, String>,
+    /// This boot's id (`/proc/sys/kernel/random/boot_id`), to tell a reboot from a restart.
+    pub boot_id: String,
+    pub timing: Timing,
+}
+
+/// The running engine.
+#[derive(Debug)]
+pub struct Engine {
+    p: Parts,
+    status: watch::Sender<OtaStatus>,
+    config_sent: bool,
+}
+
+/// How handling an action ended, for the status line.
+enum Outcome {
+    Done(String),
+    /// The action is not ours to finish now (404, 410, or waiting for a reboot).
+    Left,
+}
+
+impl Engine {
+    pub fn new(parts: Parts) -> (Self, watch::Receiver<OtaStatus>) {
+        let (status, rx) = watch::channel(OtaStatus::default());
+        (
+            Self {
+                p: parts,
+                status,
+                config_sent: false,
+            },
+            rx,
+        )
+    }
+
+    /// Runs until the task is dropped or aborted.
+    pub async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            self.settle_pending().await;
+            let wait = match self.p.ddi.poll().await {
+                Ok(base) => {
+                    failures = 0;
+                    self.status.send_modify(|s| {
+                        s.error = None;
+                        s.last_poll = Some(rfc3339_now());
+                    });
+                    let sleep = base
+                        .sleep()
+                        .and_then(|raw| match parse_sleep(raw) {
+                            Ok(d) => Some(d),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "using the default polling interval");
+                                None
+                            }
+                        })
+                        .map_or(DEFAULT_SLEEP, clamp);
+                    if base.links.config_data.is_some() || !self.config_sent {
+                        self.send_config().await;
+                    }
+                    if let Some(link) = &base.links.cancel_action {
+                        self.cancel_when_idle(&link.href).await;
+                    } else if let Some(link) = &base.links.deployment_base {
+                        self.deployment(&link.href).await;
+                    }
+                    sleep
+                }
+                Err(e) => {
+                    let pause = e
+                        .retry_after()
+                        .unwrap_or_else(|| self.p.timing.error_backoff.delay(failures, None));
+                    failures = failures.saturating_add(1);
+                    self.set_error(&e.to_string());
+                    match &e {
+                        DdiError::Unauthorized { .. } => tracing::error!(error = %e, "hawkBit"),
+                        _ => {
+                            tracing::warn!(error = %e, retry_in_s = pause.as_secs(), "hawkBit poll failed")
+                        }
+                    }
+                    pause
+                }
+            };
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    fn set_error(&self, e: &str) {
+        self.status.send_modify(|s| s.error = Some(e.to_owned()));
+    }
+
+    fn phase(&self, phase: Phase, action: &str, artifact: &str, progress: Option<u8>) {
+        self.status.send_modify(|s| {
+            s.phase = phase;
+            s.action = Some(action.to_owned());
+            s.artifact = Some(artifact.to_owned());
+            s.progress = progress;
+        });
+    }
+
+    fn finish(&self, result: String) {
+        self.status.send_modify(|s| *s = s.finished(result));
+    }
+
+    /// Puts the device facts and RAUC's compatible, variant and booted slot to hawkBit.
+    async fn send_config(&mut self) {
+        let mut data = self.p.facts.clone();
+        match self.p.rauc.system_info().await {
+            Ok(info) => {
+                data.insert("raucCompatible".into(), info.compatible);
+                data.insert("raucVariant".into(), info.variant);
+                data.insert("raucBootSlot".into(), info.boot_slot);
+            }
+            Err(e) => tracing::warn!(error = %e, "configData goes without RAUC's facts"),
+        }
+        match self
+            .p
+            .ddi
+            .put_config(&ConfigData {
+                data,
+                mode: "merge",
+            })
+            .await
+        {
+            Ok(()) => self.config_sent = true,
+            Err(e) => tracing::warn!(error = %e, "cannot send configData; trying again next poll"),
+        }
+    }
+
+    /// Sends feedback for `action`, retrying what is transient. `Err` only when hawkBit does
+    /// not want it (410/404) or kept failing.
+    async fn report(&self, action: &str, fb: Feedback) -> Result<(), DdiError> {
+        self.send_feedback(action, fb, false).await
+    }
+
+    async fn send_feedback(&self, id: &str, fb: Feedback, cancel: bool) -> Result<(), DdiError> {
+        let mut attempt = 0;
+        loop {
+            let sent = if cancel {
+                self.p.ddi.cancel_feedback(id, &fb).await
+            } else {
+                self.p.ddi.feedback(id, &fb).await
+            };
+            match sent {
+                Ok(()) => return Ok(()),
+                Err(e) if e.is_transient() && attempt + 1 < self.p.timing.feedback_attempts => {
+                    let pause = e
+                        .retry_after()
+                        .unwrap_or_else(|| self.p.timing.error_backoff.delay(attempt, None));
+                    attempt += 1;
+                    tracing::warn!(action = id, error = %e, retry_in_s = pause.as_secs(), "feedback not accepted yet");
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => {
+                    tracing::warn!(action = id, error = %e, "feedback given up");
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// After a reboot: tells hawkBit how the pending update ended.
+    async fn settle_pending(&mut self) {
+        let pending = match self.p.pending.load() {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the pending update");
+                self.set_error(&e.to_string());
+                return;
+            }
+        };
+        let info = match self.p.rauc.system_info().await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "RAUC unavailable; the pending update is confirmed later");
+                self.set_error(&e.to_string());
+                return;
+            }
+        };
+        if pending.boot_id == self.p.boot_id {
+            // Installed in this boot: the reboot has not happened yet (or was refused).
+            return;
+        }
+        let (fb, result) = match pending.verdict(&info.boot_slot) {
+            BootVerdict::Updated => match self.p.rauc.mark_good_booted().await {
+                Ok(slot) => (
+                    Feedback::new(now_ms(), Execution::Closed, Finished::Success).detail(format!(
+                        "booted {} (slot {slot}) and marked it good",
+                        pending.what
+                    )),
+                    "success".to_owned(),
+                ),
+                Err(e) => (
+                    Feedback::new(now_ms(), Execution::Closed, Finished::Failure).detail(format!(
+                        "booted the new slot but could not mark it good: {e}"
+                    )),
+                    format!("failure: {e}"),
+                ),
+            },
+            BootVerdict::RolledBack { booted } => (
+                Feedback::new(now_ms(), Execution::Closed, Finished::Failure).detail(format!(
+                    "the device came back on slot {booted}; the update to slot {} did not boot",
+                    pending.target_slot
+                )),
+                format!("failure: rolled back to slot {booted}"),
+            ),
+        };
+        match self.report(&pending.action, fb).await {
+            Ok(()) | Err(DdiError::Gone { .. } | DdiError::NotFound { .. }) => {
+                if let Err(e) = self.p.pending.clear() {
+                    tracing::error!(error = %e, "cannot clear the pending update");
+                }
+                tracing::info!(action = %pending.action, %result, "update confirmed to hawkBit");
+                self.finish(format!("{}: {result}", pending.action));
+            }
+            Err(_) => {} // kept; tried again next poll
+        }
+    }
+
+    /// A cancel while nothing runs: accepted (or rejected for an installed, rebooting update).
+    async fn cancel_when_idle(&self, href: &str) {
+        let cancel = match self.p.ddi.cancel_action(href).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the cancel request");
+                return;
+            }
+        };
+        let stop = cancel.cancel_action.stop_id;
+        let installed = matches!(self.p.pending.load(), Ok(Some(p)) if p.action == stop);
+        let fb = if installed {
+            Feedback::new(now_ms(), Execution::Rejected, Finished::Success)
+                .detail("the update is installed and waits for its reboot")
+        } else {
+            Feedback::new(now_ms(), Execution::Closed, Finished::Success)
+                .detail("canceled before the update was started")
+        };
+        if self.send_feedback(&stop, fb, true).await.is_ok() && !installed {
+            self.clean_spool();
+            self.finish(format!("{stop}: canceled"));
+        }
+    }
+
+    fn clean_spool(&self) {
+        if let Err(e) = self.p.spool.clean() {
+            tracing::warn!(error = %e, "cannot empty the spool");
+        }
+    }
+
+    async fn deployment(&mut self, href: &str) {
+        let d = match self.p.ddi.deployment(href).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the deployment");
+                return;
+            }
+        };
+        if matches!(self.p.pending.load(), Ok(Some(p)) if p.action == d.id) {
+            return; // installed, waiting for the reboot
+        }
+        let id = d.id.clone();
+        let outcome = self.handle(href, d).await;
+        self.clean_spool();
+        match outcome {
+            Outcome::Done(result) => {
+                tracing::info!(action = %id, %result, "action finished");
+                self.finish(format!("{id}: {result}"));
+            }
+            Outcome::Left => {}
+        }
+    }
+
+    /// Ends the action with `closed`+`failure`.
+    async fn fail(&self, action: &str, why: String) -> Outcome {
+        tracing::warn!(action, error = %why, "update failed");
+        let fb = Feedback::new(now_ms(), Execution::Closed, Finished::Failure).detail(why.clone());
+        let _ = self.report(action, fb).await;
+        Outcome::Done(format!("failure: {why}"))
+    }
+
+    async fn handle(&mut self, href: &str, d: DeploymentBase) -> Outcome {
+        let action = d.id.clone();
+        let artifact = match single_artifact(&d) {
+            Ok(a) => a.clone(),
+            Err(why) => return self.fail(&action, why).await,
+        };
+        let digest = match Expected::strongest(&artifact.hashes) {
+            Ok(x) => x,
+            Err(e) => {
+                return self
+                    .fail(&action, format!("{}: {e}", artifact.filename))
+                    .await;
+            }
+        };
+        let name = match download::sanitize(&artifact.filename) {
+            Ok(n) => n,
+            Err(e) => return self.fail(&action, e.to_string()).await,
+        };
+        let Some(url) = artifact.download_href().map(str::to_owned) else {
+            return self
+                .fail(
+                    &action,
+                    format!("{} has no download link", artifact.filename),
+                )
+                .await;
+        };
+        if d.deployment.download == Handling::Skip {
+            return Outcome::Left;
+        }
+        let version = d
+            .deployment
+            .chunks
+            .first()
+            .map(|c| format!("{} {}", c.name, c.version))
+            .unwrap_or_default();
+        let retrieved = Feedback::new(now_ms(), Execution::Proceeding, Finished::None).detail(
+            format!("retrieved: {name} ({version}), {} bytes", artifact.size),
+        );
+        if let Err(e) = self.report(&action, retrieved).await
+            && matches!(e, DdiError::Gone { .. } | DdiError::NotFound { .. })
+        {
+            return Outcome::Left;
+        }
+
+        // Download, watching for a cancel.
+        self.phase(Phase::Downloading, &action, &name, Some(0));
+        let path = {
+            let wanted = Wanted {
+                url: &url,
+                name: &name,
+                size: artifact.size,
+                digest: &digest,
+            };
+            let status = self.status.clone();
+            let mut on_progress = move |done: u64, total: u64| {
+                let pct = percent(done, total);
+                status.send_if_modified(|s| {
+                    let changed = s.progress != Some(pct);
+                    s.progress = Some(pct);
+                    changed
+                });
+            };
+            let fetch = download::fetch(
+                self.p.ddi.http(),
+                self.p.ddi.headers(),
+                &self.p.spool,
+                &wanted,
+                self.p.timing.download,
+                &mut on_progress,
+            );
+            tokio::pin!(fetch);
+            let mut reported: u8 = 0;
+            let mut tick = tokio::time::interval(self.p.timing.active_poll);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    res = &mut fetch => break res,
+                    _ = tick.tick() => {
+                        if let Some(stop) = self.cancel_requested(&action).await {
+                            let fb = Feedback::new(now_ms(), Execution::Closed, Finished::Success)
+                                .detail("canceled during the download");
+                            let _ = self.send_feedback(&stop, fb, true).await;
+                            return Outcome::Done("canceled".into());
+                        }
+                        let pct = self.status.borrow().progress.unwrap_or(0);
+                        if pct >= reported.saturating_add(10) && pct < 100 {
+                            reported = pct - pct % 10;
+                            let fb = Feedback::new(now_ms(), Execution::Proceeding, Finished::None)
+                                .progress(u32::from(pct), 100)
+                                .detail(format!("downloading {name}: {pct}%"));
+                            let _ = self.report(&action, fb).await;
+                        }
+                    }
+                }
+            }
+        };
+        let path = match path {
+            Ok(p) => p,
+            Err(e) => return self.fail(&action, format!("download of {name}: {e}")).await,
+        };
+        let fb = Feedback::new(now_ms(), Execution::Downloaded, Finished::None).detail(format!(
+            "{name} downloaded and verified ({})",
+            digest.algorithm()
+        ));
+        if self.report(&action, fb).await.is_err() {
+            return Outcome::Left;
+        }
+
+        // Install only when the server says so; wait for a closed window.
+        let mut deployment = d.deployment;
+        loop {
+            let window_closed =
+                deployment.maintenance_window == Some(MaintenanceWindow::Unavailable);
+            if deployment.update != Handling::Skip && !window_closed {
+                break;
+            }
+            if deployment.maintenance_window.is_none() {
+                // Download only: the server closes the action on `downloaded`.
+                return Outcome::Done("downloaded".into());
+            }
+            self.phase(Phase::Waiting, &action, &name, None);
+            tokio::time::sleep(self.p.timing.active_poll).await;
+            if let Some(stop) = self.cancel_requested(&action).await {
+                let fb = Feedback::new(now_ms(), Execution::Closed, Finished::Success)
+                    .detail("canceled while waiting for the maintenance window");
+                let _ = self.send_feedback(&stop, fb, true).await;
+                return Outcome::Done("canceled".into());
+            }
+            match self.p.ddi.deployment(href).await {
+                Ok(next) if next.id == action => deployment = next.deployment,
+                Ok(_) | Err(DdiError::NotFound { .. } | DdiError::Gone { .. }) => {
+                    return Outcome::Left;
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot re-read the deployment"),
+            }
+        }
+        self.install(&action, &name, &version, &path).await
+    }
+
+    /// A cancel for `action` announced by the server, if any (`stopId`).
+    async fn cancel_requested(&self, action: &str) -> Option<String> {
+        let base = self.p.ddi.poll().await.ok()?;
+        let link = base.links.cancel_action?;
+        let cancel = self.p.ddi.cancel_action(&link.href).await.ok()?;
+        (cancel.cancel_action.stop_id == action).then_some(cancel.cancel_action.stop_id)
+    }
+
+    async fn install(
+        &mut self,
+        action: &str,
+        name: &str,
+        version: &str,
+        path: &std::path::Path,
+    ) -> Outcome {
+        let before = match self.p.rauc.system_info().await {
+            Ok(i) => i,
+            Err(e) => return self.fail(action, format!("RAUC: {e}")).await,
+        };
+        self.phase(Phase::Installing, action, name, Some(0));
+        let fb = Feedback::new(now_ms(), Execution::Proceeding, Finished::None)
+            .detail(format!("installing {name} with RAUC"));
+        let _ = self.report(action, fb).await;
+
+        let (tx, mut rx) = watch::channel(InstallProgress::default());
+        let rauc = self.p.rauc.clone();
+        let install = rauc.install(path, tx);
+        tokio::pin!(install);
+        let mut tick = tokio::time::interval(self.p.timing.active_poll);
+        tick.tick().await;
+        let mut progress_open = true;
+        let result = loop {
+            tokio::select! {
+                res = &mut install => break res,
+                changed = rx.changed(), if progress_open => {
+                    if changed.is_err() {
+                        progress_open = false;
+                        continue;
+                    }
+                    let pct = rx.borrow_and_update().percent;
+                    self.status.send_modify(|s| s.progress = Some(pct));
+                }
+                _ = tick.tick() => {
+                    if let Some(stop) = self.cancel_requested(action).await {
+                        let fb = Feedback::new(now_ms(), Execution::Rejected, Finished::Success)
+                            .detail("RAUC is installing; the update can no longer be canceled");
+                        let _ = self.send_feedback(&stop, fb, true).await;
+                    }
+                }
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(RaucError::InstallFailed { last_error }) => {
+                return self.fail(action, format!("RAUC: {last_error}")).await;
+            }
+            Err(e) => return self.fail(action, format!("RAUC: {e}")).await,
+        }
+        let target = self.installed_slot().await;
+        match self.p.after_install {
+            AfterInstall::Report => {
+                let fb =
+                    Feedback::new(now_ms(), Execution::Closed, Finished::Success).detail(format!(
+                        "installed {version} to slot {}",
+                        target.as_deref().unwrap_or("?")
+                    ));
+                let _ = self.report(action, fb).await;
+                Outcome::Done("success".into())
+            }
+            AfterInstall::Reboot(_) => {
+                let Some(target) = target else {
+                    return self
+                        .fail(action, "installed, but RAUC names no primary slot".into())
+                        .await;
+                };
+                let pending = PendingUpdate {
+                    action: action.to_owned(),
+                    target_slot: target.clone(),
+                    from_slot: before.boot_slot.clone(),
+                    what: version.to_owned(),
+                    installed_at: rfc3339_now(),
+                    boot_id: self.p.boot_id.clone(),
+                };
+                if let Err(e) = self.p.pending.save(&pending) {
+                    return self
+                        .fail(
+                            action,
+                            format!("cannot record the update for its reboot: {e}"),
+                        )
+                        .await;
+                }
+                self.phase(Phase::Rebooting, action, name, Some(100));
+                let fb = Feedback::new(now_ms(), Execution::Proceeding, Finished::None).detail(
+                    format!("installed to slot {target}; rebooting to confirm it"),
+                );
+                let _ = self.report(action, fb).await;
+                if let Err(e) = self.p.rebooter.reboot().await {
+                    tracing::error!(error = %e, "the update takes effect at the next reboot");
+                    self.set_error(&e.to_string());
+                }
+                Outcome::Left
+            }
+        }
+    }
+
+    /// The bootname of the slot RAUC made primary.
+    async fn installed_slot(&self) -> Option<String> {
+        let primary = self.p.rauc.primary().await.ok()?;
+        let slots = self.p.rauc.slots().await.ok()?;
+        slots
+            .into_iter()
+            .find(|s| s.name == primary)
+            .and_then(|s| s.bootname)
+    }
+}
+
+/// The one artifact of a deployment; this agent installs one RAUC bundle per action.
+fn single_artifact(d: &DeploymentBase) -> Result<&Artifact, String> {
+    let chunks = &d.deployment.chunks;
+    let artifacts: usize = chunks.iter().map(|c| c.artifacts.len()).sum();
+    match (chunks.as_slice(), artifacts) {
+        ([chunk], 1) => chunk
+            .artifacts
+            .first()
+            .ok_or_else(|| "the deployment has no artifact".to_owned()),
+        _ => Err(format!(
+            "deployment {} has {} chunk(s) with {artifacts} artifact(s); this agent installs exactly one RAUC bundle per action",
+            d.id,
+            chunks.len()
+        )),
+    }
+}
+
+fn percent(done: u64, total: u64) -> u8 {
+    if total == 0 {
+        return 100;
+    }
+    u8::try_from(done.saturating_mul(100) / total)
+        .unwrap_or(100)
+        .min(100)
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn rfc3339_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hawkbit::model::{ArtifactLinks, Chunk, Deployment, Hashes};
+
+    fn artifact(name: &str) -> Artifact {
+        Artifact {
+            filename: name.into(),
+            hashes: Hashes::default(),
+            size: 1,
+            links: ArtifactLinks::default(),
+        }
+    }
+
+    fn deployment(chunks: Vec<Vec<&str>>) -> DeploymentBase {
+        DeploymentBase {
+            id: "5".into(),
+            deployment: Deployment {
+                download: Handling::Forced,
+                update: Handling::Forced,
+                maintenance_window: None,
+                chunks: chunks
+                    .into_iter()
+                    .map(|names| Chunk {
+                        part: "os".into(),
+                        version: "1".into(),
+                        name: "rootfs".into(),
+                        artifacts: names.into_iter().map(artifact).collect(),
+                        metadata: vec![],
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn exactly_one_bundle_per_action() {
+        assert_eq!(
+            single_artifact(&deployment(vec![vec!["a.raucb"]]))
+                .unwrap()
+                .filename,
+            "a.raucb"
+        );
+        for d in [
+            deployment(vec![]),
+            deployment(vec![vec![]]),
+            deployment(vec![vec!["a", "b"]]),
+            deployment(vec![vec!["a"], vec!["b"]]),
+        ] {
+            let e = single_artifact(&d).unwrap_err();
+            assert!(e.contains("exactly one RAUC bundle"), "{e}");
+        }
+    }
+
+    #[test]
+    fn percentages_are_bounded() {
+        assert_eq!(percent(0, 0), 100);
+        assert_eq!(percent(50, 200), 25);
+        assert_eq!(percent(300, 200), 100);
+        assert_eq!(percent(u64::MAX, 1), 100);
+    }
+}
