@@ -12,6 +12,7 @@ use crate::certs::CertsDir;
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Overrides};
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::{AgentError, exit};
+use crate::hawkbit::settings::HawkbitFile;
 use crate::status::{render, status};
 use crate::tunnel;
 use nexa_wg::{KernelLink, show};
@@ -84,6 +85,40 @@ pub struct Cli {
         value_name = "DURATION"
     )]
     pub mqtt_reconnect_max: Option<String>,
+    /// hawkBit server (DDI), e.g. https://hawkbit.example.com; unset: no OTA updates.
+    #[arg(long, global = true, env = "NEXA_HAWKBIT_URL", value_name = "URL")]
+    pub hawkbit_url: Option<String>,
+    /// hawkBit tenant (default DEFAULT).
+    #[arg(long, global = true, env = "NEXA_HAWKBIT_TENANT", value_name = "NAME")]
+    pub hawkbit_tenant: Option<String>,
+    /// hawkBit controller id (default: the device id).
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_HAWKBIT_CONTROLLER_ID",
+        value_name = "ID"
+    )]
+    pub hawkbit_controller_id: Option<String>,
+    /// How the device authenticates to hawkBit: certificate, target_token or gateway_token.
+    #[arg(long, global = true, env = "NEXA_HAWKBIT_AUTH", value_name = "MODE")]
+    pub hawkbit_auth: Option<String>,
+    /// File holding the hawkBit target or gateway token.
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_HAWKBIT_TOKEN_FILE",
+        value_name = "FILE"
+    )]
+    pub hawkbit_token_file: Option<PathBuf>,
+    /// CA file hawkBit's certificate must chain to (default: system roots and the enrollment's).
+    #[arg(long, global = true, env = "NEXA_HAWKBIT_CA", value_name = "FILE")]
+    pub hawkbit_ca: Option<PathBuf>,
+    /// Persistent OTA state (default /var/lib/nexa); downloads go to DIR/spool.
+    #[arg(long, global = true, env = "NEXA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// After an install: reboot (success once the new slot is good) or report (at once).
+    #[arg(long, global = true, env = "NEXA_AFTER_INSTALL", value_name = "MODE")]
+    pub after_install: Option<String>,
     /// Log filter, e.g. info or nexa_agent=debug.
     #[arg(
         long,
@@ -156,6 +191,17 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
         state_dir: cli.state_dir.clone(),
         mqtt_reconnect_min: cli.mqtt_reconnect_min.clone(),
         mqtt_reconnect_max: cli.mqtt_reconnect_max.clone(),
+        hawkbit: HawkbitFile {
+            url: cli.hawkbit_url.clone(),
+            tenant: cli.hawkbit_tenant.clone(),
+            controller_id: cli.hawkbit_controller_id.clone(),
+            auth: cli.hawkbit_auth.clone(),
+            token_file: cli.hawkbit_token_file.clone(),
+            ca_file: cli.hawkbit_ca.clone(),
+            data_dir: cli.data_dir.clone(),
+            after_install: cli.after_install.clone(),
+            ..HawkbitFile::default()
+        },
     };
     Ok(AgentConfig::load(&path, required, over)?)
 }

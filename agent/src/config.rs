@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use nexa_proto::Fingerprint;
 use nexa_wg::IfName;
 
+use crate::hawkbit::settings::{HawkbitConfigError, HawkbitFile, HawkbitSettings};
 use crate::tunnel::DEFAULT_INTERFACE;
 use reqwest::Url;
 use serde::Deserialize;
@@ -33,6 +34,7 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub mqtt_reconnect_min: Option<String>,
     pub mqtt_reconnect_max: Option<String>,
+    pub hawkbit: Option<HawkbitFile>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -52,6 +54,7 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     pub mqtt_reconnect_min: Option<String>,
     pub mqtt_reconnect_max: Option<String>,
+    pub hawkbit: HawkbitFile,
 }
 
 /// A configuration problem naming the key and how to fix it.
@@ -98,6 +101,11 @@ pub enum ConfigError {
         "telemetry interval {value:?} (telemetry_interval, NEXA_TELEMETRY_INTERVAL, --telemetry-interval): {reason}"
     )]
     BadInterval { value: String, reason: String },
+    #[error("{source} (in {file} or the environment)")]
+    Hawkbit {
+        source: HawkbitConfigError,
+        file: String,
+    },
     #[error("root fingerprint {value:?} is invalid: {source}")]
     BadFingerprint {
         value: String,
@@ -132,6 +140,8 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     pub mqtt_reconnect_min: Option<String>,
     pub mqtt_reconnect_max: Option<String>,
+    /// The `[hawkbit]` table with flags and environment applied (checked by `hawkbit()`).
+    pub hawkbit: HawkbitFile,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/run/nexa";
@@ -165,6 +175,10 @@ impl AgentConfig {
         for key in file.unknown.keys() {
             tracing::warn!(file = %path.display(), key, "unknown configuration key ignored");
         }
+        let hawkbit_file = file.hawkbit.unwrap_or_default();
+        for key in hawkbit_file.unknown.keys() {
+            tracing::warn!(file = %path.display(), key = %format!("hawkbit.{key}"), "unknown configuration key ignored");
+        }
         let wg_interface = over
             .wg_interface
             .or(file.wg_interface)
@@ -180,6 +194,7 @@ impl AgentConfig {
             telemetry_interval: over.telemetry_interval.or(file.telemetry_interval),
             mqtt_reconnect_min: over.mqtt_reconnect_min.or(file.mqtt_reconnect_min),
             mqtt_reconnect_max: over.mqtt_reconnect_max.or(file.mqtt_reconnect_max),
+            hawkbit: over.hawkbit.over(hawkbit_file),
             state_dir: over
                 .state_dir
                 .or(file.state_dir)
@@ -257,6 +272,14 @@ impl AgentConfig {
         Broker::parse(raw).map_err(|source| ConfigError::BadMqttUrl {
             origin: "the broker the bridge announced (mqtt_url in the enrolled flag)",
             source,
+        })
+    }
+
+    /// The hawkBit settings; `None` when no hawkBit URL is configured.
+    pub fn hawkbit(&self) -> Result<Option<HawkbitSettings>, ConfigError> {
+        HawkbitSettings::resolve(self.hawkbit.clone()).map_err(|source| ConfigError::Hawkbit {
+            source,
+            file: self.file_path.display().to_string(),
         })
     }
 
@@ -367,6 +390,33 @@ mod tests {
         assert_eq!(cfg.certs_dir, PathBuf::from("/file/certs"));
         assert_eq!(cfg.wg_interface.as_str(), "wg0");
         assert!(cfg.manage_wireguard);
+    }
+
+    #[test]
+    fn the_hawkbit_table_is_read_and_checked() {
+        let (_t, p) =
+            write("[hawkbit]\nurl = \"https://hb.example\"\nauth = \"certificate\"\nfuture = 1\n");
+        let cfg = AgentConfig::load(&p, true, Overrides::default()).unwrap();
+        let hb = cfg.hawkbit().unwrap().unwrap();
+        assert_eq!(hb.url.as_str(), "https://hb.example/");
+        let over = Overrides {
+            hawkbit: HawkbitFile {
+                token_file: Some("/t".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let e = AgentConfig::load(&p, true, over)
+            .unwrap()
+            .hawkbit()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("certificate") && e.contains("agent.toml"), "{e}");
+        let none = AgentConfig::load(Path::new("/nonexistent"), false, Overrides::default())
+            .unwrap()
+            .hawkbit()
+            .unwrap();
+        assert!(none.is_none());
     }
 
     #[test]

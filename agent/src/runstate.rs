@@ -39,6 +39,9 @@ pub struct RunState {
     pub updated_at: String,
     pub mqtt: Part,
     pub tunnel: Part,
+    /// The update engine; absent when hawkBit is not configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ota: Option<crate::hawkbit::status::OtaStatus>,
 }
 
 /// Where the daemon writes its state; a directory it cannot write is reported once and then
@@ -103,6 +106,11 @@ mod tests {
             updated_at: "2026-01-01T00:00:00Z".into(),
             mqtt: Part::new("refused", Some("certificate_rejected"), Some("why")),
             tunnel: Part::new("disabled", None, None),
+            ota: Some(crate::hawkbit::status::OtaStatus {
+                phase: crate::hawkbit::status::Phase::Downloading,
+                progress: Some(40),
+                ..Default::default()
+            }),
         };
         file.write(&st);
         assert_eq!(read_live(&dir), Some(st.clone()));

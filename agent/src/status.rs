@@ -133,6 +133,9 @@ pub fn render(st: &Status) -> String {
             out.push_str(&format!("daemon:       running, pid {}\n", d.pid));
             out.push_str(&format!("mqtt:         {}\n", part(&d.mqtt)));
             out.push_str(&format!("tunnel:       {}\n", part(&d.tunnel)));
+            if let Some(ota) = &d.ota {
+                out.push_str(&format!("updates:      {}\n", ota.line()));
+            }
         }
         None => out.push_str("daemon:       not running\n"),
     }

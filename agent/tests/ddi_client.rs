@@ -39,6 +39,7 @@ fn setup() -> Setup {
         controller_id: None,
         auth: AuthMode::TargetToken { file: token_file },
         ca_file: None,
+        data_dir: "/nonexistent".into(),
         spool_dir: tmp.path().join("spool"),
         after_install: AfterInstall::Reboot(RebootVia::Logind),
     };
@@ -240,6 +241,7 @@ fn wrong_credentials_and_rate_limits_are_classified() {
         controller_id: None,
         auth: AuthMode::TargetToken { file: token_file },
         ca_file: None,
+        data_dir: "/nonexistent".into(),
         spool_dir: s.tmp.path().join("spool"),
         after_install: AfterInstall::Report,
     };

@@ -83,6 +83,7 @@ impl Device {
                 file: self.tmp.path().join("token"),
             },
             ca_file: None,
+            data_dir: self.tmp.path().into(),
             spool_dir: self.spool(),
             after_install,
         };

@@ -18,6 +18,7 @@ use crate::certs::{CertsDir, Current, EnrolledFlag};
 use crate::config::{AgentConfig, Broker};
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::AgentError;
+use crate::hawkbit::status::OtaStatus;
 use crate::mqtt::errors::{Failure, classify};
 use crate::mqtt::queue::OfflineQueue;
 use crate::runstate::{Part, RunState, StateFile};
@@ -28,6 +29,7 @@ use crate::thingsboard::{self as tb, RpcRequest};
 use crate::tunnel;
 
 mod facts;
+mod ota;
 mod session;
 
 use facts::{boot_slot, os_release};
@@ -101,6 +103,10 @@ struct Daemon {
     boot_slot: Option<String>,
     /// Set when the MQTT session must be rebuilt (new certificate or broker).
     rebuild: bool,
+    /// The update engine, when hawkBit is configured and it could start.
+    ota: Option<ota::Ota>,
+    /// Why the update engine could not start.
+    ota_error: Option<String>,
 }
 
 /// Runs until SIGTERM/SIGINT. Errors only for what waiting cannot fix: bad configuration, a
@@ -108,6 +114,7 @@ struct Daemon {
 pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     // Configuration mistakes surface before anything else happens.
     cfg.configured_broker()?;
+    let hawkbit = cfg.hawkbit()?;
     let default_interval = cfg.telemetry_interval()?;
     let (min, max) = cfg.reconnect_bounds()?;
     let reconnect = Backoff {
@@ -158,10 +165,30 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         os_release: os_release(&opts.sysroot),
         boot_slot: boot_slot(&opts.proc_root),
         rebuild: false,
+        ota: None,
+        ota_error: None,
         cfg,
     };
     d.save_state();
     d.tunnel_up().await;
+    let mut ota_status = match &hawkbit {
+        Some(settings) => {
+            match ota::start(settings, id.as_str(), &d.flag, &d.certs, &opts.proc_root) {
+                Ok(o) => {
+                    let rx = o.status.clone();
+                    d.ota = Some(o);
+                    Some(rx)
+                }
+                Err(why) => {
+                    tracing::error!(error = %why, "hawkBit updates are off");
+                    d.ota_error = Some(why);
+                    d.save_state();
+                    None
+                }
+            }
+        }
+        None => None,
+    };
     tracing::info!(device = %id, broker = %d.broker, "agent running");
 
     let (mut term, mut int, mut hup) = signals()?;
@@ -218,6 +245,12 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
                     tracing::warn!(error = %why, "the enrollment in /certs is not usable; keeping the current one");
                 }
             }
+            changed = async { match ota_status.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
+                if changed.is_err() {
+                    ota_status = None;
+                }
+                d.save_state();
+            }
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -249,6 +282,9 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     }
 
     tracing::info!("stopping");
+    if let Some(o) = &d.ota {
+        o.stop();
+    }
     notifier.notify("STOPPING=1");
     d.state_file.remove();
     if d.connected {
@@ -458,6 +494,14 @@ impl Daemon {
                 .unwrap_or_default(),
             mqtt,
             tunnel,
+            ota: match (&self.ota, &self.ota_error) {
+                (Some(o), _) => Some(o.status.borrow().clone()),
+                (None, Some(why)) => Some(OtaStatus {
+                    error: Some(format!("updates are off: {why}")),
+                    ..OtaStatus::default()
+                }),
+                (None, None) => None,
+            },
         };
         self.state_file.write(&st);
     }

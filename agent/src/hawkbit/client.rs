@@ -367,6 +367,7 @@ mod tests {
             controller_id: None,
             auth,
             ca_file: None,
+            data_dir: "/nonexistent".into(),
             spool_dir: "/nonexistent".into(),
             after_install: AfterInstall::Reboot(RebootVia::Logind),
         }

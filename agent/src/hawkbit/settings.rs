@@ -9,7 +9,8 @@
 //! auth = "certificate"             # certificate | target_token | gateway_token
 //! token_file = "/etc/nexa/hawkbit.token"   # target_token / gateway_token only
 //! ca_file = "/etc/nexa/hawkbit-ca.pem"     # default: the system's roots and the enrollment's
-//! spool_dir = "/var/lib/nexa/spool"
+//! data_dir = "/var/lib/nexa"      # the pending update survives reboots here
+//! spool_dir = "/var/lib/nexa/spool"  # default: <data_dir>/spool
 //! after_install = "reboot"         # reboot (confirm after boot) | report (success at once)
 //! reboot_via = "logind"            # logind | systemd
 //! ```
@@ -26,7 +27,7 @@ use reqwest::Url;
 use serde::Deserialize;
 
 pub const DEFAULT_TENANT: &str = "DEFAULT";
-pub const DEFAULT_SPOOL_DIR: &str = "/var/lib/nexa/spool";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/nexa";
 
 /// The `[hawkbit]` table as written. Unknown keys are kept to be warned about (an older agent
 /// after a rollback must still start with a newer image's file).
@@ -38,6 +39,7 @@ pub struct HawkbitFile {
     pub auth: Option<String>,
     pub token_file: Option<PathBuf>,
     pub ca_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
     pub spool_dir: Option<PathBuf>,
     pub after_install: Option<String>,
     pub reboot_via: Option<String>,
@@ -55,6 +57,7 @@ impl HawkbitFile {
             auth: self.auth.or(lower.auth),
             token_file: self.token_file.or(lower.token_file),
             ca_file: self.ca_file.or(lower.ca_file),
+            data_dir: self.data_dir.or(lower.data_dir),
             spool_dir: self.spool_dir.or(lower.spool_dir),
             after_install: self.after_install.or(lower.after_install),
             reboot_via: self.reboot_via.or(lower.reboot_via),
@@ -113,6 +116,8 @@ pub struct HawkbitSettings {
     pub auth: AuthMode,
     /// Trust anchors for hawkBit's TLS certificate instead of the defaults.
     pub ca_file: Option<PathBuf>,
+    /// Persistent state (the pending update); must survive a reboot.
+    pub data_dir: PathBuf,
     pub spool_dir: PathBuf,
     pub after_install: AfterInstall,
 }
@@ -145,12 +150,20 @@ pub enum HawkbitConfigError {
 }
 
 impl HawkbitSettings {
+    /// Where the installed-but-unconfirmed update is recorded.
+    pub fn pending_file(&self) -> PathBuf {
+        self.data_dir.join("ota-pending.json")
+    }
+
     /// `None` when no URL is configured: hawkBit is off.
     pub fn resolve(file: HawkbitFile) -> Result<Option<Self>, HawkbitConfigError> {
         let Some(raw_url) = file.url.filter(|u| !u.trim().is_empty()) else {
             return Ok(None);
         };
         let url = parse_url(&raw_url)?;
+        let data_dir = file
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         let tenant = match file.tenant {
             None => DEFAULT_TENANT.to_owned(),
             Some(t) => path_segment("tenant", t)?,
@@ -207,9 +220,8 @@ impl HawkbitSettings {
             controller_id,
             auth,
             ca_file: file.ca_file,
-            spool_dir: file
-                .spool_dir
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SPOOL_DIR)),
+            spool_dir: file.spool_dir.unwrap_or_else(|| data_dir.join("spool")),
+            data_dir,
             after_install,
         }))
     }
@@ -288,6 +300,7 @@ mod tests {
         assert_eq!(s.url.as_str(), "https://hawkbit.example.com/prefix/");
         assert_eq!(s.tenant, DEFAULT_TENANT);
         assert_eq!(s.after_install, AfterInstall::Reboot(RebootVia::Logind));
+        assert_eq!(s.spool_dir, PathBuf::from("/var/lib/nexa/spool"));
         let s = HawkbitSettings::resolve(file(Some("target_token"), Some("/t")))
             .unwrap()
             .unwrap();

@@ -1,9 +1,9 @@
 //! What the update engine is doing, for `nexa-agent status` and the ThingsBoard attributes.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The engine's phase.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     /// Polling; no action in progress.
@@ -18,7 +18,8 @@ pub enum Phase {
 }
 
 /// A snapshot of the engine.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct OtaStatus {
     pub phase: Phase,
     /// hawkBit action id of the action in progress.
@@ -42,6 +43,27 @@ pub struct OtaStatus {
 }
 
 impl OtaStatus {
+    /// One line for `nexa-agent status`.
+    pub fn line(&self) -> String {
+        let mut out = format!("{:?}", self.phase).to_lowercase();
+        if let Some(a) = &self.action {
+            out.push_str(&format!(", action {a}"));
+        }
+        if let Some(f) = &self.artifact {
+            out.push_str(&format!(" ({f})"));
+        }
+        if let Some(p) = self.progress {
+            out.push_str(&format!(" {p}%"));
+        }
+        if let Some(e) = &self.error {
+            out.push_str(&format!("; error: {e}"));
+        }
+        if let Some(r) = &self.last_result {
+            out.push_str(&format!("; last: {r}"));
+        }
+        out
+    }
+
     /// Back to idle after an action, keeping what is worth remembering.
     pub fn finished(&self, result: String) -> Self {
         Self {

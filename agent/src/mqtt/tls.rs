@@ -85,8 +85,8 @@ pub fn client_config(
     certs_dir: &CertsDir,
     broker_ca: Option<&Path>,
 ) -> Result<ClientConfig, TlsSetupError> {
-    let chain = certs(&certs_dir.ca_chain(), "CA certificate")?;
     let (presented, key) = client_identity(certs_dir)?;
+    let chain = certs(&certs_dir.ca_chain(), "CA certificate")?;
 
     let mut roots = RootCertStore::empty();
     match broker_ca {
