@@ -250,3 +250,77 @@ fn wrong_credentials_and_rate_limits_are_classified() {
     assert!(matches!(e, DdiError::Unauthorized { .. }), "{e}");
     assert!(!e.is_transient());
 }
+
+#[test]
+fn a_download_left_by_a_previous_run_is_resumed_and_verified() {
+    let s = setup();
+    let size = 2 * 1024 * 1024 + 5;
+    s.fake.deploy(
+        DEVICE,
+        DistributionSet::single("rootfs", "4", Artifact::generated("r.raucb", size, 11)),
+        Assignment::forced(),
+    );
+    s.fake
+        .inject_download(DownloadFault::drop_after(700_000).times(1));
+    let rt = rt();
+    let spool = Spool::new(s.tmp.path().join("spool"));
+    rt.block_on(async {
+        let base = s.client.poll().await.unwrap();
+        let d = s
+            .client
+            .deployment(&base.links.deployment_base.unwrap().href)
+            .await
+            .unwrap();
+        let artifact = &d.deployment.chunks[0].artifacts[0];
+        let digest = Expected::strongest(&artifact.hashes).unwrap();
+        let wanted = Wanted {
+            url: artifact.download_href().unwrap(),
+            name: "r.raucb",
+            size,
+            digest: &digest,
+        };
+        // The first run gives up after one cut attempt (as if the agent stopped there).
+        let once = Retry {
+            attempts: 1,
+            ..quick_retry()
+        };
+        let first = download::fetch(
+            s.client.http(),
+            s.client.headers(),
+            &spool,
+            &wanted,
+            once,
+            &mut |_, _| {},
+        )
+        .await;
+        assert!(
+            matches!(first, Err(DownloadError::GaveUp { .. })),
+            "{first:?}"
+        );
+        let part = spool.dir().join("r.raucb.part");
+        let kept = std::fs::metadata(&part).unwrap().len();
+        assert!(kept > 0 && kept < size, "{kept}");
+        // The next run continues from the part file and checks the whole hash.
+        let path = download::fetch(
+            s.client.http(),
+            s.client.headers(),
+            &spool,
+            &wanted,
+            quick_retry(),
+            &mut |_, _| {},
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            std::fs::read(path).unwrap(),
+            generated_bytes(11, 0, size as usize)
+        );
+    });
+    let ranged = s
+        .fake
+        .requests()
+        .iter()
+        .filter(|r| r.route.is_download() && r.header("range").is_some())
+        .count();
+    assert_eq!(ranged, 1, "the second run asked only for the rest");
+}

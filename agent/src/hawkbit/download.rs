@@ -203,6 +203,12 @@ pub async fn fetch(
     let part = spool.part_path(wanted.name);
     let etag_file = spool.etag_path(wanted.name);
 
+    // The hash runs over the bytes as they are written; after a restart the part file's
+    // prefix is hashed once before the transfer continues.
+    let mut hash = Running {
+        hasher: wanted.digest.hasher(),
+        len: 0,
+    };
     let mut attempt = 0;
     loop {
         let have = part_len(&part)?.min(wanted.size);
@@ -218,7 +224,12 @@ pub async fn fetch(
                 available,
             });
         }
-        match transfer(http, headers, wanted, &part, &etag_file, have, progress).await {
+        let mut target = Target {
+            path: &part,
+            etag: &etag_file,
+            hash: &mut hash,
+        };
+        match transfer(http, headers, wanted, &mut target, have, progress).await {
             Ok(()) => break,
             Err(Step::Fatal(e)) => return Err(e),
             Err(Step::Retry(why)) => {
@@ -237,10 +248,15 @@ pub async fn fetch(
         }
     }
 
-    if let Err(e) = verify_file(&part, wanted) {
+    let actual = hash.hasher.finish();
+    if actual != wanted.digest.hex() {
         let _ = std::fs::remove_file(&part);
         let _ = std::fs::remove_file(&etag_file);
-        return Err(e);
+        return Err(DownloadError::HashMismatch {
+            algorithm: wanted.digest.algorithm(),
+            expected: wanted.digest.hex(),
+            actual,
+        });
     }
     std::fs::rename(&part, &final_path).map_err(Spool::io("cannot rename", &part))?;
     let _ = std::fs::remove_file(&etag_file);
@@ -250,6 +266,50 @@ pub async fn fetch(
         source: std::io::Error::other(e.to_string()),
     })?;
     Ok(final_path)
+}
+
+/// The hash of the part file's first `len` bytes.
+struct Running {
+    hasher: Hasher,
+    len: u64,
+}
+
+impl Running {
+    /// Makes the hash cover exactly the first `upto` bytes of `part`.
+    fn catch_up(&mut self, part: &Path, upto: u64, digest: &Expected) -> Result<(), DownloadError> {
+        if self.len > upto {
+            self.hasher = digest.hasher();
+            self.len = 0;
+        }
+        if self.len == upto {
+            return Ok(());
+        }
+        let mut file = std::fs::File::open(part).map_err(Spool::io("cannot open", part))?;
+        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(self.len))
+            .map_err(Spool::io("cannot read", part))?;
+        let mut rest = upto - self.len;
+        let mut buf = vec![0u8; READ_BUF];
+        while rest > 0 {
+            let want = usize::try_from(rest.min(READ_BUF as u64)).unwrap_or(READ_BUF);
+            let n = file
+                .read(&mut buf[..want])
+                .map_err(Spool::io("cannot read", part))?;
+            if n == 0 {
+                break;
+            }
+            self.hasher.update(&buf[..n]);
+            rest -= n as u64;
+        }
+        self.len = upto - rest;
+        Ok(())
+    }
+}
+
+/// Where an attempt writes: the part file, its ETag file and the running hash.
+struct Target<'a> {
+    path: &'a Path,
+    etag: &'a Path,
+    hash: &'a mut Running,
 }
 
 /// One attempt's outcome when it did not complete.
@@ -271,12 +331,13 @@ async fn transfer(
     http: &reqwest::Client,
     headers: &HeaderMap,
     wanted: &Wanted<'_>,
-    part: &Path,
-    etag_file: &Path,
+    target: &mut Target<'_>,
     have: u64,
     progress: &mut (dyn FnMut(u64, u64) + Send),
 ) -> Result<(), Step> {
     let fatal = Step::Fatal;
+    let (part, etag_file) = (target.path, target.etag);
+    let hash = &mut *target.hash;
     let mut req = http.get(wanted.url).headers(headers.clone());
     let etag = std::fs::read_to_string(etag_file).ok();
     if have > 0 {
@@ -300,7 +361,10 @@ async fn transfer(
             have
         }
         StatusCode::OK => 0,
-        StatusCode::RANGE_NOT_SATISFIABLE if have >= wanted.size => return Ok(()),
+        StatusCode::RANGE_NOT_SATISFIABLE if have >= wanted.size => {
+            hash.catch_up(part, have, wanted.digest).map_err(fatal)?;
+            return Ok(());
+        }
         StatusCode::RANGE_NOT_SATISFIABLE => {
             truncate(part, 0).map_err(fatal)?;
             return Err(Step::Retry("the server refused the resume range".into()));
@@ -319,6 +383,7 @@ async fn transfer(
         let _ = std::fs::write(etag_file, tag);
     }
     truncate(part, start).map_err(fatal)?;
+    hash.catch_up(part, start, wanted.digest).map_err(fatal)?;
     let mut file = std::fs::OpenOptions::new()
         .append(true)
         .open(part)
@@ -343,6 +408,8 @@ async fn transfer(
         }
         file.write_all(&chunk)
             .map_err(|e| fatal(Spool::io("cannot write", part)(e)))?;
+        hash.hasher.update(&chunk);
+        hash.len = done;
         progress(done, wanted.size);
     }
     file.sync_all()
