@@ -2,7 +2,9 @@
 # Benchmarks: (1) nexa-server enrollments/s and p50/p90/p99 latency for N concurrent HTTPS
 # keep-alive clients (release build, SQLite); (2) the agent daemon at rest: resident memory and
 # CPU of the static musl release nexa-agent connected to a real mosquitto for 60 s
-# (NEXA_BENCH_AGENT_SECS). The gateway's 10,000-peer load is scripts/bench-wg.sh (QEMU guest).
+# (NEXA_BENCH_AGENT_SECS); (3) the agent during an update: peak memory while downloading and
+# installing a NEXA_BENCH_OTA_MIB (256) MiB RAUC bundle, and download throughput vs curl.
+# The gateway's 10,000-peer load is scripts/bench-wg.sh (QEMU guest).
 #
 # Usage: scripts/bench.sh
 # Environment (all optional, passed through to the benchmark):
@@ -31,3 +33,9 @@ cargo build --release --locked --target x86_64-unknown-linux-musl -p nexa-agent
 target_dir="${CARGO_TARGET_DIR:-$(pwd)/target}"
 NEXA_BENCH_AGENT_BIN="$target_dir/x86_64-unknown-linux-musl/release/nexa-agent" \
     cargo bench -p nexa-tests --bench agent_idle
+
+echo
+echo "bench: agent during an update (source: tests/benches/ota.rs): ${NEXA_BENCH_OTA_MIB:-256} MiB bundle,"
+echo "bench: fake hawkBit on loopback, real RAUC; memory of the static musl release agent, download vs curl"
+NEXA_BENCH_AGENT_BIN="$target_dir/x86_64-unknown-linux-musl/release/nexa-agent" \
+    cargo bench -p nexa-tests --bench ota

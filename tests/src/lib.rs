@@ -10,6 +10,7 @@
 
 pub mod hawkbit;
 pub mod mosquitto;
+pub mod procfs;
 pub mod proxy;
 pub mod rauc;
 

@@ -21,6 +21,8 @@ use crate::backoff::Backoff;
 /// Extra room required beyond the artifact itself.
 pub const SPACE_MARGIN: u64 = 4 << 20;
 const READ_BUF: usize = 64 * 1024;
+/// Writes are gathered into this much before they reach the file.
+const WRITE_BUF: usize = 256 * 1024;
 
 /// Why a download did not produce a verified file.
 #[derive(Debug, thiserror::Error)]
@@ -384,10 +386,11 @@ async fn transfer(
     }
     truncate(part, start).map_err(fatal)?;
     hash.catch_up(part, start, wanted.digest).map_err(fatal)?;
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .append(true)
         .open(part)
         .map_err(|e| fatal(Spool::io("cannot open", part)(e)))?;
+    let mut file = std::io::BufWriter::with_capacity(WRITE_BUF, file);
     let mut done = start;
     progress(done, wanted.size);
     loop {
@@ -395,7 +398,10 @@ async fn transfer(
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
-                let _ = file.sync_data();
+                // What was received is kept for the resume.
+                if file.flush().is_ok() {
+                    let _ = file.get_ref().sync_data();
+                }
                 return Err(Step::Retry(chain(&e)));
             }
         };
@@ -412,7 +418,10 @@ async fn transfer(
         hash.len = done;
         progress(done, wanted.size);
     }
-    file.sync_all()
+    file.flush()
+        .map_err(|e| fatal(Spool::io("cannot write", part)(e)))?;
+    file.get_ref()
+        .sync_all()
         .map_err(|e| fatal(Spool::io("cannot sync", part)(e)))?;
     if done < wanted.size {
         return Err(Step::Retry(format!(

@@ -393,6 +393,7 @@ impl Engine {
 
         // Download, watching for a cancel.
         self.phase(Phase::Downloading, &action, &name, Some(0));
+        let started = std::time::Instant::now();
         let path = {
             let wanted = Wanted {
                 url: &url,
@@ -447,9 +448,11 @@ impl Engine {
             Ok(p) => p,
             Err(e) => return self.fail(&action, format!("download of {name}: {e}")).await,
         };
+        let secs = started.elapsed().as_secs_f64();
         let fb = Feedback::new(now_ms(), Execution::Downloaded, Finished::None).detail(format!(
-            "{name} downloaded and verified ({})",
-            digest.algorithm()
+            "{name} downloaded and verified ({}) in {secs:.2} s, {:.1} MiB/s",
+            digest.algorithm(),
+            artifact.size as f64 / 1_048_576.0 / secs.max(0.001)
         ));
         if self.report(&action, fb).await.is_err() {
             return Outcome::Left;
