@@ -269,7 +269,7 @@ impl DdiClient {
             .await
             .map_err(|e| DdiError::Network {
                 url: url.to_string(),
-                reason: error_chain(&e),
+                reason: crate::bridge::chain(&e),
             })?;
         classify(url, resp).await
     }
@@ -342,17 +342,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(|s| Duration::from_secs(s.min(24 * 3600)))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]

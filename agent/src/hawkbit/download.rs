@@ -348,7 +348,10 @@ async fn transfer(
             req = req.header(IF_RANGE, tag.trim());
         }
     }
-    let mut resp = req.send().await.map_err(|e| Step::Retry(chain(&e)))?;
+    let mut resp = req
+        .send()
+        .await
+        .map_err(|e| Step::Retry(crate::bridge::chain(&e)))?;
     let status = resp.status();
     let start = match status {
         StatusCode::PARTIAL_CONTENT => {
@@ -402,7 +405,7 @@ async fn transfer(
                 if file.flush().is_ok() {
                     let _ = file.get_ref().sync_data();
                 }
-                return Err(Step::Retry(chain(&e)));
+                return Err(Step::Retry(crate::bridge::chain(&e)));
             }
         };
         done = done.saturating_add(chunk.len() as u64);
@@ -483,17 +486,6 @@ fn verify_file(path: &Path, wanted: &Wanted<'_>) -> Result<(), DownloadError> {
         });
     }
     Ok(())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 #[cfg(test)]
