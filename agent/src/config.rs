@@ -340,26 +340,15 @@ impl AgentConfig {
 }
 
 fn parse_bridge_url(raw: &str) -> Result<Url, ConfigError> {
-    let bad = |reason: &str| ConfigError::BadBridgeUrl {
+    nexa_proto::base_url::parse_base_url(
+        raw,
+        &["https"],
+        "the bridge is only reached over https://",
+    )
+    .map_err(|e| ConfigError::BadBridgeUrl {
         value: raw.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
-    if url.scheme() != "https" {
-        return Err(bad("the bridge is only reached over https://"));
-    }
-    if url.host().is_none() {
-        return Err(bad("it has no host"));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    // Make the path a directory so joining `api/...` keeps any prefix.
-    if !url.path().ends_with('/') {
-        let p = format!("{}/", url.path());
-        url.set_path(&p);
-    }
-    Ok(url)
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]

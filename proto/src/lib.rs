@@ -5,6 +5,7 @@
 //! the error codes cannot drift apart.
 
 pub mod api;
+pub mod base_url;
 pub mod broker;
 pub mod device_id;
 pub mod duration;

@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 use std::collections::BTreeMap;
 
+use nexa_proto::base_url::BaseUrlError;
 use reqwest::Url;
 use serde::Deserialize;
 
@@ -228,30 +229,20 @@ impl HawkbitSettings {
 }
 
 fn parse_url(raw: &str) -> Result<Url, HawkbitConfigError> {
-    let bad = |reason: &str| HawkbitConfigError::Url {
+    nexa_proto::base_url::parse_base_url(
+        raw,
+        &["http", "https"],
+        "use https:// (or http:// behind a trusted network)",
+    )
+    .map_err(|e| HawkbitConfigError::Url {
         value: raw.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("use https:// (or http:// behind a trusted network)"));
-    }
-    if url.host().is_none() {
-        return Err(bad("it has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(
-            "credentials do not belong in the URL; see hawkbit.auth",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    if !url.path().ends_with('/') {
-        let p = format!("{}/", url.path());
-        url.set_path(&p);
-    }
-    Ok(url)
+        reason: match e {
+            BaseUrlError::Credentials => {
+                "credentials do not belong in the URL; see hawkbit.auth".into()
+            }
+            other => other.to_string(),
+        },
+    })
 }
 
 /// A tenant or controller id: one non-empty path segment without whitespace (hawkBit's rule).

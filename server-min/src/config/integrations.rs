@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use nexa_proto::base_url::BaseUrlError;
 use nexa_proto::{BrokerUrl, BrokerUrlError};
 use url::Url;
 use zeroize::Zeroizing;
@@ -239,30 +240,17 @@ fn secret(
 }
 
 fn parse_hawkbit_url(raw: &str) -> Result<Url, IntegrationError> {
-    let bad = |reason: &str| IntegrationError::HawkbitUrl {
-        value: raw.to_owned(),
-        reason: reason.to_owned(),
-    };
-    let mut url = Url::parse(raw.trim()).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(bad("use http:// or https://"));
-    }
-    if url.host().is_none() {
-        return Err(bad("it has no host"));
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err(bad(
-            "put the credentials in HAWKBIT_USER and HAWKBIT_PASSWORD_FILE, not in the URL",
-        ));
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(bad("it must not have a query or fragment"));
-    }
-    if !url.path().ends_with('/') {
-        let p = format!("{}/", url.path());
-        url.set_path(&p);
-    }
-    Ok(url)
+    nexa_proto::base_url::parse_base_url(raw, &["http", "https"], "use http:// or https://")
+        .map_err(|e| IntegrationError::HawkbitUrl {
+            value: raw.to_owned(),
+            reason: match e {
+                BaseUrlError::Credentials => {
+                    "put the credentials in HAWKBIT_USER and HAWKBIT_PASSWORD_FILE, not in the URL"
+                        .into()
+                }
+                other => other.to_string(),
+            },
+        })
 }
 
 #[cfg(test)]

@@ -236,6 +236,10 @@ impl Engine {
                 return;
             }
         };
+        if pending.boot_id == self.p.boot_id {
+            // Installed in this boot: the reboot has not happened yet (or was refused).
+            return;
+        }
         let info = match self.p.rauc.system_info().await {
             Ok(i) => i,
             Err(e) => {
@@ -244,10 +248,6 @@ impl Engine {
                 return;
             }
         };
-        if pending.boot_id == self.p.boot_id {
-            // Installed in this boot: the reboot has not happened yet (or was refused).
-            return;
-        }
         let (fb, result) = match pending.verdict(&info.boot_slot) {
             BootVerdict::Updated => match self.p.rauc.mark_good_booted().await {
                 Ok(slot) => (

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use super::Answer;
 use super::auth::authenticate;
 use super::request::{
-    bad_request, base, history_param, json_body, json_ok, known, negotiate, not_found, parse_id,
+    bad_request, base, history_param, json_body, json_ok, known, not_found, read_action,
 };
 use crate::hawkbit::Shared;
 
@@ -24,22 +24,15 @@ pub(super) async fn deployment_base(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Answer {
+    use crate::hawkbit::spec::ActionState::*;
     let mut guard = s.lock().unwrap();
     let g = &mut *guard;
-    authenticate(g, &tenant, &cid, &headers, false)?;
-    let media = negotiate(&headers)?;
-    let aid = parse_id(&aid)?;
+    let (media, aid) = read_action(g, &tenant, &cid, &aid, &headers, |st| {
+        !matches!(st, Canceling | Canceled | WaitingForConfirmation)
+    })?;
     let history = history_param(&q)?;
-    known(g, &cid)?;
     let b = base(g, &headers, &cid);
-    let a = g
-        .ddi
-        .action_of(&cid, aid)
-        .ok_or_else(|| not_found(&format!("action {aid}")))?;
-    use crate::hawkbit::spec::ActionState::*;
-    if matches!(a.state, Canceling | Canceled | WaitingForConfirmation) {
-        return Err(StatusCode::NOT_FOUND.into_response());
-    }
+    let a = g.ddi.action_of(&cid, aid).expect("checked by read_action");
     let body = g.ddi.action_body(a, &b, "deployment", history);
     g.ddi.retrieved(aid, "the update action");
     Ok(json_ok(&headers, media, &body))
@@ -50,20 +43,12 @@ pub(super) async fn cancel_action(
     Path((tenant, cid, aid)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Answer {
+    use crate::hawkbit::spec::ActionState::*;
     let mut guard = s.lock().unwrap();
     let g = &mut *guard;
-    authenticate(g, &tenant, &cid, &headers, false)?;
-    let media = negotiate(&headers)?;
-    let aid = parse_id(&aid)?;
-    known(g, &cid)?;
-    let a = g
-        .ddi
-        .action_of(&cid, aid)
-        .ok_or_else(|| not_found(&format!("action {aid}")))?;
-    use crate::hawkbit::spec::ActionState::*;
-    if !matches!(a.state, Canceling | Canceled) {
-        return Err(StatusCode::NOT_FOUND.into_response());
-    }
+    let (media, aid) = read_action(g, &tenant, &cid, &aid, &headers, |st| {
+        matches!(st, Canceling | Canceled)
+    })?;
     let id = aid.to_string();
     let body = json!({ "id": id, "cancelAction": { "stopId": id } });
     g.ddi.retrieved(aid, "the cancel action");
@@ -76,22 +61,15 @@ pub(super) async fn installed_base(
     Query(q): Query<HashMap<String, String>>,
     headers: HeaderMap,
 ) -> Answer {
+    use crate::hawkbit::spec::ActionState::*;
     let mut guard = s.lock().unwrap();
     let g = &mut *guard;
-    authenticate(g, &tenant, &cid, &headers, false)?;
-    let media = negotiate(&headers)?;
-    let aid = parse_id(&aid)?;
+    let (media, aid) = read_action(g, &tenant, &cid, &aid, &headers, |st| {
+        !(st.is_active() || st == Canceled)
+    })?;
     let history = history_param(&q)?;
-    known(g, &cid)?;
     let b = base(g, &headers, &cid);
-    let a = g
-        .ddi
-        .action_of(&cid, aid)
-        .ok_or_else(|| not_found(&format!("action {aid}")))?;
-    use crate::hawkbit::spec::ActionState::*;
-    if a.state.is_active() || a.state == Canceled {
-        return Err(StatusCode::NOT_FOUND.into_response());
-    }
+    let a = g.ddi.action_of(&cid, aid).expect("checked by read_action");
     let body = g.ddi.action_body(a, &b, "deployment", history);
     Ok(json_ok(&headers, media, &body))
 }

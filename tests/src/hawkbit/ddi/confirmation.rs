@@ -12,8 +12,7 @@ use serde_json::Value;
 use super::Answer;
 use super::auth::authenticate;
 use super::request::{
-    base, find_or_register, history_param, json_body, json_ok, known, negotiate, not_found,
-    parse_id,
+    base, find_or_register, history_param, json_body, json_ok, known, negotiate, read_action,
 };
 use crate::hawkbit::{Shared, error};
 
@@ -40,19 +39,12 @@ pub(super) async fn confirmation_base(
 ) -> Answer {
     let mut guard = s.lock().unwrap();
     let g = &mut *guard;
-    authenticate(g, &tenant, &cid, &headers, false)?;
-    let media = negotiate(&headers)?;
-    let aid = parse_id(&aid)?;
+    let (media, aid) = read_action(g, &tenant, &cid, &aid, &headers, |st| {
+        st == crate::hawkbit::spec::ActionState::WaitingForConfirmation
+    })?;
     let history = history_param(&q)?;
-    known(g, &cid)?;
     let b = base(g, &headers, &cid);
-    let a = g
-        .ddi
-        .action_of(&cid, aid)
-        .ok_or_else(|| not_found(&format!("action {aid}")))?;
-    if a.state != crate::hawkbit::spec::ActionState::WaitingForConfirmation {
-        return Err(StatusCode::NOT_FOUND.into_response());
-    }
+    let a = g.ddi.action_of(&cid, aid).expect("checked by read_action");
     let body = g.ddi.action_body(a, &b, "confirmation", history);
     Ok(json_ok(&headers, media, &body))
 }

@@ -181,3 +181,28 @@ pub(super) fn refusal(r: Refusal) -> Response {
         ),
     }
 }
+
+/// What every read of one action shares: authentication, content negotiation, the action id
+/// and the target. The action must exist and be in a state `readable` accepts; otherwise 404,
+/// as hawkBit answers. The handler looks the action up again for its body.
+pub(super) fn read_action(
+    g: &mut Inner,
+    tenant: &str,
+    cid: &str,
+    aid: &str,
+    headers: &HeaderMap,
+    readable: fn(crate::hawkbit::spec::ActionState) -> bool,
+) -> Result<(&'static str, u64), Response> {
+    super::auth::authenticate(g, tenant, cid, headers, false)?;
+    let media = negotiate(headers)?;
+    let aid = parse_id(aid)?;
+    known(g, cid)?;
+    let a = g
+        .ddi
+        .action_of(cid, aid)
+        .ok_or_else(|| not_found(&format!("action {aid}")))?;
+    if !readable(a.state) {
+        return Err(StatusCode::NOT_FOUND.into_response());
+    }
+    Ok((media, aid))
+}
