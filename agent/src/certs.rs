@@ -5,6 +5,7 @@
 //! /certs/device.crt     0644  device certificate, CN = device id
 //! /certs/ca-chain.crt   0644  issuing CA, then root
 //! /certs/wg0.conf       0600  complete wg-quick file, with the local PrivateKey
+//! /certs/hawkbit.token  0600  hawkBit target token, when the bridge provisions hawkBit
 //! /certs/enrolled       0644  idempotency flag (JSON), written last
 //! /certs/.staging/      0700  keys generated for an enrollment not yet completed
 //! ```
@@ -45,6 +46,10 @@ pub struct EnrolledFlag {
     /// The MQTT broker the bridge announced, `mqtts://host:port` (configuration overrides it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_url: Option<String>,
+    /// The hawkBit server the bridge announced (configuration overrides it key by key); the
+    /// token is in `hawkbit.token`, not here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hawkbit: Option<crate::hawkbit::settings::Announced>,
 }
 
 pub const FLAG_VERSION: u32 = 1;
@@ -98,6 +103,10 @@ impl CertsDir {
     }
     pub fn flag(&self) -> PathBuf {
         self.root.join("enrolled")
+    }
+    /// The hawkBit target token issued at enrollment.
+    pub fn hawkbit_token(&self) -> PathBuf {
+        self.root.join("hawkbit.token")
     }
     pub fn staging(&self) -> PathBuf {
         self.root.join(".staging")
@@ -247,10 +256,24 @@ impl CertsDir {
             (self.ca_chain(), set.chain_pem.as_bytes(), MODE_PUBLIC),
             (self.flag(), &flag_bytes, MODE_PUBLIC),
         ];
-        let mut written = Vec::with_capacity(files.len());
-        for (path, bytes, mode) in files {
-            write_atomic(&path, bytes, mode)?;
-            written.push(path);
+        let mut written = Vec::with_capacity(files.len() + 1);
+        let (body, flag) = files.split_at(files.len() - 1);
+        for (path, bytes, mode) in body {
+            write_atomic(path, bytes, *mode)?;
+            written.push(path.clone());
+        }
+        // Before the flag: a set whose flag is written never pairs with a stale token.
+        match set.hawkbit_token {
+            Some(token) => {
+                let line = Zeroizing::new(format!("{token}\n"));
+                write_atomic(&self.hawkbit_token(), line.as_bytes(), MODE_SECRET)?;
+                written.push(self.hawkbit_token());
+            }
+            None => remove_if_present(&self.hawkbit_token(), &self.root)?,
+        }
+        for (path, bytes, mode) in flag {
+            write_atomic(path, bytes, *mode)?;
+            written.push(path.clone());
         }
         self.clear_staging()?;
         Ok(written)
@@ -273,7 +296,18 @@ pub struct WorkingSet<'a> {
     pub cert_pem: &'a str,
     pub chain_pem: &'a str,
     pub wg_conf: &'a str,
+    /// The hawkBit target token; `None` removes a previous enrollment's.
+    pub hawkbit_token: Option<&'a str>,
     pub flag: &'a EnrolledFlag,
+}
+
+/// Removes `path` (and syncs `dir`) unless it is already absent.
+fn remove_if_present(path: &std::path::Path, dir: &std::path::Path) -> Result<(), FsError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => sync_dir(dir),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(FsError::new("cannot remove", path, e)),
+    }
 }
 
 /// The `PrivateKey =` value of a wg-quick file.
@@ -282,4 +316,63 @@ pub fn wg_private_key_of(conf: &str) -> Option<&str> {
         let (k, v) = line.split_once('=')?;
         (k.trim() == "PrivateKey").then(|| v.trim())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn flag() -> EnrolledFlag {
+        EnrolledFlag {
+            version: FLAG_VERSION,
+            device_id: "dev-1".into(),
+            enrolled_at: "2026-01-01T00:00:00Z".into(),
+            bridge: "https://bridge/".into(),
+            root_fingerprint: "sha256:00".into(),
+            serial: "01".into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            address: "10.8.0.2/24".into(),
+            profile_revision: 1,
+            mqtt_url: None,
+            hawkbit: None,
+        }
+    }
+
+    fn install(certs: &CertsDir, token: Option<&str>) -> Vec<PathBuf> {
+        certs
+            .install(&WorkingSet {
+                device_key_pem: "key",
+                cert_pem: "cert",
+                chain_pem: "chain",
+                wg_conf: "conf",
+                hawkbit_token: token,
+                flag: &flag(),
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_token_is_secret_written_before_the_flag_and_dropped_when_not_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let certs = CertsDir::new(dir.path());
+        let written = install(&certs, Some("0123abcd"));
+        assert_eq!(written.last(), Some(&certs.flag()), "the flag is last");
+        assert!(written.contains(&certs.hawkbit_token()));
+        assert_eq!(
+            std::fs::read_to_string(certs.hawkbit_token()).unwrap(),
+            "0123abcd\n"
+        );
+        let mode = std::fs::metadata(certs.hawkbit_token())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, MODE_SECRET);
+
+        // An enrollment without hawkBit leaves no stale token behind.
+        let written = install(&certs, None);
+        assert!(!certs.hawkbit_token().exists());
+        assert!(!written.contains(&certs.hawkbit_token()));
+        install(&certs, None);
+    }
 }

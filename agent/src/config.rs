@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use nexa_proto::Fingerprint;
 use nexa_wg::IfName;
 
-use crate::hawkbit::settings::{HawkbitConfigError, HawkbitFile, HawkbitSettings};
+use crate::hawkbit::settings::{Announced, HawkbitConfigError, HawkbitFile, HawkbitSettings};
 use crate::tunnel::DEFAULT_INTERFACE;
 use reqwest::Url;
 use serde::Deserialize;
@@ -275,11 +275,22 @@ impl AgentConfig {
         })
     }
 
-    /// The hawkBit settings; `None` when no hawkBit URL is configured.
+    /// The hawkBit settings as configured; `None` when no hawkBit URL is configured.
     pub fn hawkbit(&self) -> Result<Option<HawkbitSettings>, ConfigError> {
-        HawkbitSettings::resolve(self.hawkbit.clone()).map_err(|source| ConfigError::Hawkbit {
-            source,
-            file: self.file_path.display().to_string(),
+        self.hawkbit_with(None)
+    }
+
+    /// The hawkBit settings over what the bridge announced at enrollment; `None` when
+    /// neither names a hawkBit URL.
+    pub fn hawkbit_with(
+        &self,
+        announced: Option<&Announced>,
+    ) -> Result<Option<HawkbitSettings>, ConfigError> {
+        HawkbitSettings::resolve_with(self.hawkbit.clone(), announced).map_err(|source| {
+            ConfigError::Hawkbit {
+                source,
+                file: self.file_path.display().to_string(),
+            }
         })
     }
 

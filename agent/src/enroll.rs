@@ -25,8 +25,10 @@ use crate::certs::{CertsDir, Current, EnrolledFlag, FLAG_VERSION, WorkingSet};
 use crate::config::AgentConfig;
 use crate::device_id::{IdSource, resolve_device_id};
 use crate::error::AgentError;
+use crate::hawkbit::settings::Announced;
 use crate::keys::{DeviceKey, WgKeyPair};
 use crate::verify::CertFacts;
+use zeroize::Zeroizing;
 
 /// Options of one `enroll` run.
 #[derive(Debug, Clone)]
@@ -157,6 +159,7 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
     }
 
     let wg_conf = render_wg_quick(&response.wireguard, Some(wg_key.private_b64()));
+    let hawkbit = announced_hawkbit(response.hawkbit.as_ref());
     let flag = EnrolledFlag {
         version: FLAG_VERSION,
         device_id: id.to_string(),
@@ -170,12 +173,14 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
         address: response.wireguard.address.clone(),
         profile_revision: response.profile_revision,
         mqtt_url: announced_broker(response.mqtt_url.as_deref()),
+        hawkbit: hawkbit.as_ref().map(|(announced, _)| announced.clone()),
     };
     let written = certs.install(&WorkingSet {
         device_key_pem: device_key.pem(),
         cert_pem: &response.certificate_pem,
         chain_pem: &response.ca_chain_pem,
         wg_conf: &wg_conf,
+        hawkbit_token: hawkbit.as_ref().map(|(_, token)| token.as_str()),
         flag: &flag,
     })?;
     tracing::info!(device = %id, address = %flag.address, serial = %flag.serial, "enrolled");
@@ -269,6 +274,35 @@ fn read_first_line(path: &Path) -> Option<String> {
 }
 
 /// The broker the bridge announced, canonical; an unusable one is logged and not kept.
+/// The hawkBit target the bridge provisioned, if its announcement is usable: the DDI URL
+/// parses, tenant and controller id are path segments, the token fits a header.
+fn announced_hawkbit(
+    profile: Option<&nexa_proto::HawkbitProfile>,
+) -> Option<(Announced, Zeroizing<String>)> {
+    let p = profile?;
+    let segment = |v: &str| {
+        !v.is_empty() && v.len() <= 256 && !v.chars().any(|c| c.is_whitespace() || c == '/')
+    };
+    let token_ok = !p.target_token.is_empty()
+        && p.target_token.len() <= 128
+        && p.target_token.bytes().all(|b| b.is_ascii_graphic());
+    let url = nexa_proto::base_url::parse_base_url(&p.url, &["http", "https"], "use https://");
+    match url {
+        Ok(_) if segment(&p.tenant) && segment(&p.controller_id) && token_ok => Some((
+            Announced {
+                url: p.url.clone(),
+                tenant: p.tenant.clone(),
+                controller_id: p.controller_id.clone(),
+            },
+            Zeroizing::new(p.target_token.clone()),
+        )),
+        _ => {
+            tracing::warn!(url = %p.url, tenant = %p.tenant, controller = %p.controller_id, "the bridge announced an unusable hawkBit target; ignored");
+            None
+        }
+    }
+}
+
 fn announced_broker(raw: Option<&str>) -> Option<String> {
     let raw = raw?;
     match nexa_proto::BrokerUrl::parse(raw) {

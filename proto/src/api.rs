@@ -36,6 +36,33 @@ pub struct EnrollResponse {
     /// The device's own configuration takes precedence.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mqtt_url: Option<String>,
+    /// The device's hawkBit target and its credential, when the bridge provisions hawkBit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hawkbit: Option<HawkbitProfile>,
+}
+
+/// Where and as whom the device polls hawkBit (DDI). The bridge created or updated the
+/// device's target with `target_token` as its security token; every enrollment issues a new
+/// one, and the previous token stops working.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct HawkbitProfile {
+    /// DDI server base URL, e.g. `https://hawkbit.example.com/`.
+    pub url: String,
+    pub tenant: String,
+    pub controller_id: String,
+    /// `Authorization: TargetToken …` credential. Never logged.
+    pub target_token: String,
+}
+
+impl std::fmt::Debug for HawkbitProfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HawkbitProfile")
+            .field("url", &self.url)
+            .field("tenant", &self.tenant)
+            .field("controller_id", &self.controller_id)
+            .field("target_token", &"[redacted]")
+            .finish()
+    }
 }
 
 /// The device's WireGuard profile as structured data.

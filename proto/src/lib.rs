@@ -14,7 +14,8 @@ pub mod fingerprint;
 pub mod wireguard;
 
 pub use api::{
-    CertificateInfo, EnrollRequest, EnrollResponse, ErrorBody, ErrorDetail, WireguardProfile,
+    CertificateInfo, EnrollRequest, EnrollResponse, ErrorBody, ErrorDetail, HawkbitProfile,
+    WireguardProfile,
 };
 pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
 pub use device_id::{DeviceId, DeviceIdError};

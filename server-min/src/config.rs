@@ -121,6 +121,8 @@ pub struct FileConfig {
     pub gateway_reconcile: Option<String>,
     pub mqtt_url: Option<String>,
     pub hawkbit_url: Option<String>,
+    pub hawkbit_ddi_url: Option<String>,
+    pub hawkbit_tenant: Option<String>,
     pub hawkbit_user: Option<String>,
     pub hawkbit_password_file: Option<PathBuf>,
     pub hawkbit_ca: Option<PathBuf>,
@@ -366,6 +368,8 @@ impl Settings {
             IntegrationFileKeys {
                 mqtt_url: file.mqtt_url,
                 hawkbit_url: file.hawkbit_url,
+                hawkbit_ddi_url: file.hawkbit_ddi_url,
+                hawkbit_tenant: file.hawkbit_tenant,
                 hawkbit_user: file.hawkbit_user,
                 hawkbit_password_file: file.hawkbit_password_file,
                 hawkbit_ca: file.hawkbit_ca,

@@ -208,6 +208,14 @@ mod tests {
                 }
             })
         }
+
+        fn set_token<'a>(
+            &'a self,
+            id: &'a DeviceId,
+            _token: &'a crate::hawkbit::TargetToken,
+        ) -> BoxFuture<'a, Result<TargetOutcome, HawkbitError>> {
+            self.ensure_target(id)
+        }
     }
 
     async fn db_with(devices_: &[(&str, &str)]) -> (tempfile::TempDir, Db) {

@@ -1,8 +1,10 @@
 //! hawkBit Management API: creating a device's target.
 //!
-//! The `TargetRegistry` trait is the boundary to hawkBit, so the webhook's logic is tested
-//! without it; `HawkbitClient` is the real one (`POST {url}/rest/v1/targets`, HTTP Basic,
-//! body `[{"controllerId","name","description"}]`; 201 created, 409 already there).
+//! The `TargetRegistry` trait is the boundary to hawkBit, so the enrollment's and the
+//! webhook's logic is tested without it; `HawkbitClient` is the real one
+//! (`POST {url}/rest/v1/targets`, HTTP Basic, body
+//! `[{"controllerId","name","description"[,"securityToken"]}]`; 201 created, 409 already
+//! there, then `PUT {url}/rest/v1/targets/{id}` `{"securityToken"}` to replace the token).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -54,10 +56,47 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// Where targets are created.
 pub trait TargetRegistry: Send + Sync + std::fmt::Debug {
+    /// Creates the device's target unless it exists.
     fn ensure_target<'a>(
         &'a self,
         id: &'a DeviceId,
     ) -> BoxFuture<'a, Result<TargetOutcome, HawkbitError>>;
+
+    /// Creates the device's target with `token` as its security token, or replaces the
+    /// existing target's token (the old one stops working).
+    fn set_token<'a>(
+        &'a self,
+        id: &'a DeviceId,
+        token: &'a TargetToken,
+    ) -> BoxFuture<'a, Result<TargetOutcome, HawkbitError>>;
+}
+
+/// A target's security token (`Authorization: TargetToken …` on DDI): 32 random bytes in
+/// hex. Zeroized on drop, redacted in `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TargetToken(zeroize::Zeroizing<String>);
+
+impl TargetToken {
+    /// A fresh token from the operating system's random source.
+    pub fn generate() -> Self {
+        let mut bytes = zeroize::Zeroizing::new([0u8; 32]);
+        rand::fill(&mut bytes[..]);
+        let mut hex = String::with_capacity(64);
+        for b in bytes.iter() {
+            hex.push_str(&format!("{b:02x}"));
+        }
+        Self(zeroize::Zeroizing::new(hex))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for TargetToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TargetToken([redacted])")
+    }
 }
 
 /// The real hawkBit Management API.
@@ -98,18 +137,59 @@ impl HawkbitClient {
         Arc::new(self)
     }
 
-    async fn create(&self, id: &DeviceId) -> Result<TargetOutcome, HawkbitError> {
-        let url = self.targets.to_string();
-        let body = serde_json::json!([{
+    /// Creates the target, with `token` as its security token when given.
+    async fn create(
+        &self,
+        id: &DeviceId,
+        token: Option<&TargetToken>,
+    ) -> Result<TargetOutcome, HawkbitError> {
+        let mut target = serde_json::json!({
             "controllerId": id.as_str(),
             "name": id.as_str(),
             "description": "enrolled through the Nexa bridge",
-        }]);
-        let resp = self
-            .http
-            .post(self.targets.clone())
+        });
+        if let Some(t) = token {
+            target["securityToken"] = serde_json::Value::from(t.expose());
+        }
+        let req = self.http.post(self.targets.clone()).json(&[target]);
+        match self.call(self.targets.clone(), req).await? {
+            Answer::Done => Ok(TargetOutcome::Created),
+            Answer::Conflict => Ok(TargetOutcome::AlreadyExisted),
+        }
+    }
+
+    /// Creates the target with `token`, or gives the existing target that token.
+    async fn set_token(
+        &self,
+        id: &DeviceId,
+        token: &TargetToken,
+    ) -> Result<TargetOutcome, HawkbitError> {
+        let outcome = self.create(id, Some(token)).await?;
+        if outcome == TargetOutcome::Created {
+            return Ok(outcome);
+        }
+        let mut url = self.targets.clone();
+        url.path_segments_mut()
+            .map_err(|()| HawkbitError::Setup(format!("{} cannot be a base URL", self.targets)))?
+            .push(id.as_str());
+        let body = serde_json::json!({ "securityToken": token.expose() });
+        let req = self.http.put(url.clone()).json(&body);
+        match self.call(url, req).await? {
+            Answer::Done => Ok(TargetOutcome::AlreadyExisted),
+            // PUT has no conflict; hawkBit answering one is a refusal like any other.
+            Answer::Conflict => Err(HawkbitError::Refused {
+                url: self.targets.to_string(),
+                status: 409,
+                reason: format!("updating target {id} conflicted"),
+            }),
+        }
+    }
+
+    /// Sends one authenticated Management API call and classifies the answer.
+    async fn call(&self, url: Url, req: reqwest::RequestBuilder) -> Result<Answer, HawkbitError> {
+        let url = url.to_string();
+        let resp = req
             .basic_auth(&self.user, Some(self.password.expose()))
-            .json(&body)
             .send()
             .await
             .map_err(|e| HawkbitError::Unavailable {
@@ -118,10 +198,10 @@ impl HawkbitClient {
             })?;
         let status = resp.status();
         if status.is_success() {
-            return Ok(TargetOutcome::Created);
+            return Ok(Answer::Done);
         }
         if status == reqwest::StatusCode::CONFLICT {
-            return Ok(TargetOutcome::AlreadyExisted);
+            return Ok(Answer::Conflict);
         }
         let text = resp.text().await.unwrap_or_default();
         let reason = hawkbit_message(&text);
@@ -134,9 +214,10 @@ impl HawkbitClient {
         let reason = match status.as_u16() {
             401 => "the credentials were not accepted; check HAWKBIT_USER and HAWKBIT_PASSWORD"
                 .to_owned(),
-            403 => {
-                format!("the user lacks CREATE_TARGET permission or a quota is reached: {reason}")
-            }
+            403 => format!(
+                "the user lacks CREATE_TARGET / UPDATE_TARGET permission or a quota is reached: {reason}"
+            ),
+            404 => format!("the target vanished while it was being updated: {reason}"),
             _ => reason,
         };
         Err(HawkbitError::Refused {
@@ -147,12 +228,27 @@ impl HawkbitClient {
     }
 }
 
+/// A Management API call's non-error answers.
+enum Answer {
+    Done,
+    /// 409: the entity already exists.
+    Conflict,
+}
+
 impl TargetRegistry for HawkbitClient {
     fn ensure_target<'a>(
         &'a self,
         id: &'a DeviceId,
     ) -> BoxFuture<'a, Result<TargetOutcome, HawkbitError>> {
-        Box::pin(self.create(id))
+        Box::pin(self.create(id, None))
+    }
+
+    fn set_token<'a>(
+        &'a self,
+        id: &'a DeviceId,
+        token: &'a TargetToken,
+    ) -> BoxFuture<'a, Result<TargetOutcome, HawkbitError>> {
+        Box::pin(HawkbitClient::set_token(self, id, token))
     }
 }
 

@@ -12,7 +12,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{GatewayMode, Settings};
 use crate::connect::ConnectService;
 use crate::datadir::DataDir;
-use crate::enroll::EnrollService;
+use crate::enroll::{EnrollService, HawkbitProvisioning};
 use crate::hawkbit::{HawkbitClient, HawkbitError};
 use crate::http::{AppState, router};
 use crate::init::{InitError, ensure_initialized, gateway_private_key};
@@ -84,17 +84,31 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     );
     let registry = match &settings.integrations.hawkbit {
         Some(h) => {
-            tracing::info!(url = %h.url, user = %h.user, "hawkBit targets are created on first connect");
+            tracing::info!(url = %h.url, ddi_url = %h.ddi_url, tenant = %h.tenant, user = %h.user, "hawkBit targets are provisioned at enrollment (with a target token) and checked on connect");
             Some(HawkbitClient::new(h)?.into_registry())
         }
         None => None,
     };
+    let provisioning = settings
+        .integrations
+        .hawkbit
+        .as_ref()
+        .zip(registry.clone())
+        .map(|(h, registry)| HawkbitProvisioning {
+            registry,
+            ddi_url: h.ddi_url.to_string(),
+            tenant: h.tenant.clone(),
+        });
     if settings.integrations.webhook_secret.is_none() {
         tracing::info!("ThingsBoard webhook off (no THINGSBOARD_WEBHOOK_SECRET_FILE)");
     }
     let connect = ConnectService::new(db.clone(), registry, clock.clone());
     let app = router(AppState {
-        enroll: Arc::new(service.with_broker(settings.integrations.mqtt_url.clone())),
+        enroll: Arc::new(
+            service
+                .with_broker(settings.integrations.mqtt_url.clone())
+                .with_hawkbit(provisioning),
+        ),
         gateway,
         max_body: settings.max_body_bytes,
         connect: Arc::new(connect),

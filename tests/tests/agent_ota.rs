@@ -1,20 +1,22 @@
-//! `nexa-agent run` with hawkBit configured: the real agent binary enrolls at a real bridge,
-//! holds its MQTT session with a real mosquitto, polls the fake hawkBit with a target token,
-//! and installs the assigned bundle through the real RAUC service on a private bus. `status`
-//! shows the update engine's state.
+//! `nexa-agent run` with hawkBit provisioned by the bridge: the real agent binary enrolls at a
+//! real bridge (which creates the device's target in the fake hawkBit and hands the device its
+//! target token), holds its MQTT session with a real mosquitto, polls hawkBit with nothing
+//! configured on the device but the data directory, and installs the assigned bundle through
+//! the real RAUC service on a private bus. `status` shows the update engine's state.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use nexa_testkit::hawkbit::{ActionState, Artifact, Assignment, DistributionSet, FakeHawkbit};
+use nexa_testkit::hawkbit::{
+    self, ActionState, Artifact, Assignment, DistributionSet, FakeHawkbit,
+};
 use nexa_testkit::mosquitto::Broker;
 use nexa_testkit::rauc::RaucSystem;
 use nexa_testkit::{TestServer, wait_until};
 
 const DEVICE: &str = "dev-ota-run";
-const TOKEN: &str = "00112233445566778899aabbccddeeff";
 
 struct Agent(Child);
 
@@ -27,12 +29,29 @@ impl Drop for Agent {
 
 #[test]
 fn run_installs_an_assigned_bundle_and_status_shows_it() {
-    let server = TestServer::start();
+    let fake = FakeHawkbit::start();
+    fake.set_polling_sleep(Duration::from_secs(10));
+    let tmp = tempfile::tempdir().unwrap();
+    let password = tmp.path().join("hawkbit-password");
+    std::fs::write(&password, hawkbit::PASSWORD).unwrap();
+    let server = TestServer::start_with(
+        &[],
+        &[
+            ("HAWKBIT_URL", &fake.url),
+            ("HAWKBIT_USER", hawkbit::USER),
+            ("HAWKBIT_PASSWORD_FILE", password.to_str().unwrap()),
+        ],
+    );
     let broker = Broker::start(&server);
     server.register(&[DEVICE]);
-    let fake = FakeHawkbit::start();
-    fake.insert_target_with_token(DEVICE, TOKEN);
-    fake.set_polling_sleep(Duration::from_secs(10));
+    let certs = tmp.path().join("certs");
+    let out = server.agent(DEVICE, &certs).arg("enroll").output().unwrap();
+    assert!(out.status.success(), "{}", nexa_testkit::text(&out));
+    assert!(
+        fake.security_token(DEVICE).is_some(),
+        "the bridge created the target"
+    );
+
     let rauc = RaucSystem::start();
     let bundle = rauc.good_bundle(1 << 20);
     let action = fake.deploy(
@@ -45,18 +64,12 @@ fn run_installs_an_assigned_bundle_and_status_shows_it() {
         Assignment::forced(),
     );
 
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    std::fs::write(tmp.path().join("token"), TOKEN).unwrap();
     let log_path = tmp.path().join("agent.log");
     let mut cmd = server.agent(DEVICE, &certs);
     cmd.env(
         "NEXA_MQTT_URL",
         format!("mqtts://127.0.0.1:{}", broker.port),
     )
-    .env("NEXA_HAWKBIT_URL", &fake.url)
-    .env("NEXA_HAWKBIT_AUTH", "target_token")
-    .env("NEXA_HAWKBIT_TOKEN_FILE", tmp.path().join("token"))
     .env("NEXA_DATA_DIR", tmp.path().join("data"))
     .env("NEXA_AFTER_INSTALL", "report");
     rauc.bus_env(&mut cmd);

@@ -1,6 +1,8 @@
 //! `POST /webhooks/thingsboard` against a real `nexa-server` and the stateful fake hawkBit
-//! Management API of the test kit: exactly one target per device, however often and however
-//! concurrently ThingsBoard reports the connect; refused calls answered and audited.
+//! Management API of the test kit, for devices enrolled before hawkBit was configured on the
+//! bridge (the others got their target at enrollment): exactly one target per device, however
+//! often and however concurrently ThingsBoard reports the connect; refused calls answered and
+//! audited.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -20,7 +22,9 @@ struct Setup {
     http: reqwest::Client,
 }
 
-fn setup() -> Setup {
+/// A bridge whose devices `enrolled` enrolled before hawkBit was configured on it (so no
+/// target was provisioned at enrollment), restarted with hawkBit and the webhook secret.
+fn setup(enrolled: &[&str]) -> Setup {
     let hawkbit = FakeHawkbit::start();
     let secrets = tempfile::tempdir().unwrap();
     let pw = secrets.path().join("hawkbit-password");
@@ -30,25 +34,32 @@ fn setup() -> Setup {
     let server = TestServer::start_with(
         &[],
         &[
-            ("HAWKBIT_URL", &hawkbit.url),
-            ("HAWKBIT_USER", hawkbit::USER),
-            ("HAWKBIT_PASSWORD_FILE", pw.to_str().unwrap()),
             ("THINGSBOARD_WEBHOOK_SECRET_FILE", secret.to_str().unwrap()),
             ("MQTT_BROKER_URL", "mqtts://broker.example.net"),
         ],
     );
-    let http = server.http_client();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    Setup {
+    let mut s = Setup {
+        http: server.http_client(),
         server,
         _secrets: secrets,
         hawkbit,
         rt,
-        http,
+    };
+    for id in enrolled {
+        let response = s.enroll(id);
+        assert!(response.get("hawkbit").is_none(), "{response}");
     }
+    s.server.set_env("HAWKBIT_URL", &s.hawkbit.url.clone());
+    s.server.set_env("HAWKBIT_USER", hawkbit::USER);
+    s.server
+        .set_env("HAWKBIT_PASSWORD_FILE", pw.to_str().unwrap());
+    s.server.restart();
+    s.http = s.server.http_client();
+    s
 }
 
 impl Setup {
@@ -120,14 +131,7 @@ fn count(events: &[Value], action: &str, device: Option<&str>) -> usize {
 
 #[test]
 fn each_device_gets_exactly_one_hawkbit_target() {
-    let s = setup();
-    let enrolled = s.enroll("dev-1");
-    assert_eq!(
-        enrolled["mqtt_url"], "mqtts://broker.example.net:8883",
-        "the broker is announced in the enrollment response"
-    );
-    s.enroll("dev-2");
-    s.enroll("dev-3");
+    let s = setup(&["dev-1", "dev-2", "dev-3"]);
 
     // First connect creates the target.
     let (status, _, body) = s.call(Some(SECRET), connect("dev-1"));
@@ -223,8 +227,7 @@ fn each_device_gets_exactly_one_hawkbit_target() {
 
 #[test]
 fn refused_calls_are_answered_and_audited() {
-    let s = setup();
-    s.enroll("dev-1");
+    let s = setup(&["dev-1"]);
     s.server.register(&["fresh-1"]);
 
     let (status, _, body) = s.call(None, connect("dev-1"));
@@ -297,8 +300,7 @@ fn refused_calls_are_answered_and_audited() {
 
 #[test]
 fn hawkbit_failures_become_clear_gateway_errors_and_heal() {
-    let s = setup();
-    s.enroll("dev-1");
+    let s = setup(&["dev-1"]);
 
     s.hawkbit.fail_next(503);
     let (status, retry, body) = s.call(Some(SECRET), connect("dev-1"));

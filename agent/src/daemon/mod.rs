@@ -18,7 +18,7 @@ use crate::certs::{CertsDir, Current, EnrolledFlag};
 use crate::config::{AgentConfig, Broker};
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::AgentError;
-use crate::hawkbit::status::OtaStatus;
+use crate::hawkbit::status::{OtaStatus, Phase};
 use crate::mqtt::errors::{Failure, classify};
 use crate::mqtt::queue::OfflineQueue;
 use crate::runstate::{Part, RunState, StateFile};
@@ -108,6 +108,8 @@ struct Daemon {
     ota: Option<ota::Ota>,
     /// Why the update engine could not start.
     ota_error: Option<String>,
+    /// A new enrollment (certificate, hawkBit token) awaits an idle engine to be taken up.
+    ota_restart: bool,
 }
 
 /// Runs until SIGTERM/SIGINT. Errors only for what waiting cannot fix: bad configuration, a
@@ -115,7 +117,8 @@ struct Daemon {
 pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     // Configuration mistakes surface before anything else happens.
     cfg.configured_broker()?;
-    let hawkbit = cfg.hawkbit()?;
+    // Checked alone now; what the bridge announces is added after enrollment.
+    cfg.hawkbit()?;
     let default_interval = cfg.telemetry_interval()?;
     let (min, max) = cfg.reconnect_bounds()?;
     let reconnect = Backoff {
@@ -168,28 +171,12 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         rebuild: false,
         ota: None,
         ota_error: None,
+        ota_restart: false,
         cfg,
     };
     d.save_state();
     d.tunnel_up().await;
-    let mut ota_status = match &hawkbit {
-        Some(settings) => {
-            match ota::start(settings, id.as_str(), &d.flag, &d.certs, &opts.proc_root) {
-                Ok(o) => {
-                    let rx = o.status.clone();
-                    d.ota = Some(o);
-                    Some(rx)
-                }
-                Err(why) => {
-                    tracing::error!(error = %why, "hawkBit updates are off");
-                    d.ota_error = Some(why);
-                    d.save_state();
-                    None
-                }
-            }
-        }
-        None => None,
-    };
+    let mut ota_status = d.start_ota();
     tracing::info!(device = %id, broker = %d.broker, "agent running");
 
     let (mut term, mut int, mut hup) = signals()?;
@@ -277,6 +264,14 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
                 }
             }
         }
+        if d.ota_restart && d.ota_idle() {
+            d.ota_restart = false;
+            if let Some(o) = d.ota.take() {
+                o.stop();
+            }
+            tracing::info!("restarting the update engine with the new enrollment");
+            ota_status = d.start_ota();
+        }
         if let Some(new) = d.take_interval_change(&mut telemetry) {
             tracing::info!(interval_s = new.as_secs(), "telemetry interval changed");
         }
@@ -315,6 +310,53 @@ fn now_ms() -> u64 {
 }
 
 impl Daemon {
+    /// Starts the update engine when hawkBit is configured or was announced at enrollment;
+    /// returns its status channel. A failure leaves updates off, with the reason in `status`.
+    fn start_ota(&mut self) -> Option<tokio::sync::watch::Receiver<OtaStatus>> {
+        self.ota_error = None;
+        let settings = match self.cfg.hawkbit_with(self.flag.hawkbit.as_ref()) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                self.save_state();
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "hawkBit updates are off");
+                self.ota_error = Some(e.to_string());
+                self.save_state();
+                return None;
+            }
+        };
+        let started = ota::start(
+            &settings,
+            &self.flag.device_id,
+            &self.flag,
+            &self.certs,
+            &self.opts.proc_root,
+        );
+        let rx = match started {
+            Ok(o) => {
+                let rx = o.status.clone();
+                self.ota = Some(o);
+                Some(rx)
+            }
+            Err(why) => {
+                tracing::error!(error = %why, "hawkBit updates are off");
+                self.ota_error = Some(why);
+                None
+            }
+        };
+        self.save_state();
+        rx
+    }
+
+    /// The engine can be replaced without cutting an action short.
+    fn ota_idle(&self) -> bool {
+        self.ota
+            .as_ref()
+            .is_none_or(|o| o.status.borrow().phase == Phase::Idle)
+    }
+
     /// Re-reads `/certs` (taking up a new enrollment) and reconciles the tunnel.
     /// `Ok(true)`: the identity changed and the MQTT session is being rebuilt.
     async fn sync(&mut self) -> Result<bool, String> {
@@ -366,6 +408,7 @@ impl Daemon {
         self.flag = flag;
         self.broker = broker;
         self.rebuild = true;
+        self.ota_restart = true;
         Ok(true)
     }
 

@@ -128,6 +128,19 @@ impl DdiClient {
                 headers.insert(AUTHORIZATION, token("TargetToken", file)?);
                 None
             }
+            AuthMode::EnrollmentToken => {
+                let file = certs.hawkbit_token();
+                if !file.exists() {
+                    return Err(DdiError::Setup(format!(
+                        "hawkbit.auth is the target token issued at enrollment, but the bridge \
+                         issued none ({} does not exist): have the bridge provision hawkBit \
+                         (HAWKBIT_URL) and re-enroll, or set hawkbit.auth and hawkbit.token_file",
+                        file.display()
+                    )));
+                }
+                headers.insert(AUTHORIZATION, token("TargetToken", &file)?);
+                None
+            }
             AuthMode::GatewayToken { file } => {
                 headers.insert(AUTHORIZATION, token("GatewayToken", file)?);
                 None

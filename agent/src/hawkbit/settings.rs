@@ -6,8 +6,8 @@
 //! url = "https://hawkbit.example.com"
 //! tenant = "DEFAULT"               # default DEFAULT
 //! controller_id = "dev-001"        # default: the device id
-//! auth = "certificate"             # certificate | target_token | gateway_token
-//! token_file = "/etc/nexa/hawkbit.token"   # target_token / gateway_token only
+//! auth = "target_token"            # target_token (default) | certificate | gateway_token
+//! token_file = "/etc/nexa/hawkbit.token"   # default for target_token: the enrollment's
 //! ca_file = "/etc/nexa/hawkbit-ca.pem"     # default: the system's roots and the enrollment's
 //! data_dir = "/var/lib/nexa"      # the pending update survives reboots here
 //! spool_dir = "/var/lib/nexa/spool"  # default: <data_dir>/spool
@@ -16,8 +16,10 @@
 //! ```
 //!
 //! Exactly one authentication mode is in force, and a setting that belongs to another mode
-//! is an error at load, not a surprise at the first poll. Without `url` the agent does not
-//! talk to hawkBit at all.
+//! is an error at load, not a surprise at the first poll. The default is the target token the
+//! bridge issued at enrollment (`/certs/hawkbit.token`); the bridge also announces the DDI
+//! URL, tenant and controller id, and each key configured here overrides its announcement.
+//! Without a URL from either the agent does not talk to hawkBit at all.
 
 use std::path::PathBuf;
 
@@ -67,11 +69,24 @@ impl HawkbitFile {
     }
 }
 
+/// What the bridge announced about hawkBit at enrollment (kept in the enrolled flag; the
+/// token itself is in `/certs/hawkbit.token`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Announced {
+    /// DDI base URL.
+    pub url: String,
+    pub tenant: String,
+    pub controller_id: String,
+}
+
 /// How the device proves who it is to hawkBit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
     /// The device certificate, through hawkBit's reverse-proxy scheme (mTLS at the proxy).
     Certificate,
+    /// `Authorization: TargetToken …` with the token the bridge issued at enrollment
+    /// (`/certs/hawkbit.token`).
+    EnrollmentToken,
     /// `Authorization: TargetToken …`, the target's own token, read from this file.
     TargetToken { file: PathBuf },
     /// `Authorization: GatewayToken …`, a tenant-wide key, read from this file.
@@ -82,6 +97,7 @@ impl AuthMode {
     pub fn label(&self) -> &'static str {
         match self {
             AuthMode::Certificate => "certificate",
+            AuthMode::EnrollmentToken => "target_token (issued at enrollment)",
             AuthMode::TargetToken { .. } => "target_token",
             AuthMode::GatewayToken { .. } => "gateway_token",
         }
@@ -133,15 +149,19 @@ pub enum HawkbitConfigError {
     )]
     AuthMode(String),
     #[error(
-        "hawkbit.auth is not set: choose exactly one of certificate, target_token, gateway_token"
-    )]
-    NoAuth,
-    #[error(
         "hawkbit.token_file (NEXA_HAWKBIT_TOKEN_FILE) is set but hawkbit.auth is certificate: a device authenticates one way only; remove one of the two"
     )]
     TokenWithCertificate,
     #[error("hawkbit.auth = {0} needs hawkbit.token_file (NEXA_HAWKBIT_TOKEN_FILE)")]
     NoTokenFile(&'static str),
+    #[error(
+        "the hawkBit {key} the bridge announced at enrollment, {value:?}, is unusable: {reason}; set hawkbit.{key} in the agent's configuration"
+    )]
+    Announced {
+        key: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("hawkbit.{key} {value:?} is invalid: {reason}")]
     Value {
         key: &'static str,
@@ -156,12 +176,39 @@ impl HawkbitSettings {
         self.data_dir.join("ota-pending.json")
     }
 
-    /// `None` when no URL is configured: hawkBit is off.
+    /// `None` when no URL is configured: hawkBit is off. Checks the configuration alone,
+    /// before anything was announced.
     pub fn resolve(file: HawkbitFile) -> Result<Option<Self>, HawkbitConfigError> {
-        let Some(raw_url) = file.url.filter(|u| !u.trim().is_empty()) else {
+        Self::resolve_with(file, None)
+    }
+
+    /// The configuration over what the bridge announced at enrollment, key by key.
+    pub fn resolve_with(
+        file: HawkbitFile,
+        announced: Option<&Announced>,
+    ) -> Result<Option<Self>, HawkbitConfigError> {
+        let configured_url = file.url.clone().filter(|u| !u.trim().is_empty());
+        let Some(raw_url) = configured_url
+            .clone()
+            .or_else(|| announced.map(|a| a.url.clone()))
+        else {
             return Ok(None);
         };
-        let url = parse_url(&raw_url)?;
+        let url = parse_url(&raw_url).map_err(|e| match (&configured_url, e) {
+            (None, HawkbitConfigError::Url { value, reason }) => HawkbitConfigError::Announced {
+                key: "url",
+                value,
+                reason,
+            },
+            (_, e) => e,
+        })?;
+        let file = HawkbitFile {
+            tenant: file.tenant.or_else(|| announced.map(|a| a.tenant.clone())),
+            controller_id: file
+                .controller_id
+                .or_else(|| announced.map(|a| a.controller_id.clone())),
+            ..file
+        };
         let data_dir = file
             .data_dir
             .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
@@ -174,18 +221,16 @@ impl HawkbitSettings {
             .map(|c| path_segment("controller_id", c))
             .transpose()?;
         let auth = match file.auth.as_deref().map(str::trim) {
-            None => return Err(HawkbitConfigError::NoAuth),
+            None | Some("target_token") => match file.token_file {
+                Some(file) => AuthMode::TargetToken { file },
+                None => AuthMode::EnrollmentToken,
+            },
             Some("certificate") => {
                 if file.token_file.is_some() {
                     return Err(HawkbitConfigError::TokenWithCertificate);
                 }
                 AuthMode::Certificate
             }
-            Some("target_token") => AuthMode::TargetToken {
-                file: file
-                    .token_file
-                    .ok_or(HawkbitConfigError::NoTokenFile("target_token"))?,
-            },
             Some("gateway_token") => AuthMode::GatewayToken {
                 file: file
                     .token_file
@@ -296,10 +341,10 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(s.auth, AuthMode::TargetToken { file: "/t".into() });
-        assert_eq!(
-            HawkbitSettings::resolve(file(None, None)),
-            Err(HawkbitConfigError::NoAuth)
-        );
+        for auth in [None, Some("target_token")] {
+            let s = HawkbitSettings::resolve(file(auth, None)).unwrap().unwrap();
+            assert_eq!(s.auth, AuthMode::EnrollmentToken, "{auth:?}");
+        }
         assert_eq!(
             HawkbitSettings::resolve(file(Some("certificate"), Some("/t"))),
             Err(HawkbitConfigError::TokenWithCertificate)
@@ -352,6 +397,43 @@ mod tests {
             let e = HawkbitSettings::resolve(f).unwrap_err().to_string();
             assert!(e.contains(key), "{key}: {e}");
         }
+    }
+
+    #[test]
+    fn the_announcement_fills_what_is_not_configured() {
+        let announced = Announced {
+            url: "https://ddi.example".into(),
+            tenant: "ACME".into(),
+            controller_id: "dev-7".into(),
+        };
+        let s = HawkbitSettings::resolve_with(HawkbitFile::default(), Some(&announced))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.url.as_str(), "https://ddi.example/");
+        assert_eq!(s.tenant, "ACME");
+        assert_eq!(s.controller_id.as_deref(), Some("dev-7"));
+        assert_eq!(s.auth, AuthMode::EnrollmentToken);
+
+        let local = HawkbitFile {
+            tenant: Some("LOCAL".into()),
+            ..file(Some("certificate"), None)
+        };
+        let s = HawkbitSettings::resolve_with(local, Some(&announced))
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.url.as_str(), "https://hawkbit.example.com/prefix/");
+        assert_eq!(s.tenant, "LOCAL");
+        assert_eq!(s.controller_id.as_deref(), Some("dev-7"));
+        assert_eq!(s.auth, AuthMode::Certificate);
+
+        let bad = Announced {
+            url: "ftp://ddi".into(),
+            ..announced
+        };
+        let e = HawkbitSettings::resolve_with(HawkbitFile::default(), Some(&bad))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("announced") && e.contains("hawkbit.url"), "{e}");
     }
 
     #[test]

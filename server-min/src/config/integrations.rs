@@ -13,6 +13,9 @@ use nexa_proto::{BrokerUrl, BrokerUrlError};
 use url::Url;
 use zeroize::Zeroizing;
 
+/// hawkBit's default tenant.
+pub const DEFAULT_HAWKBIT_TENANT: &str = "DEFAULT";
+
 /// The shortest webhook secret accepted: 128 bits of hex, or a long passphrase.
 pub const MIN_WEBHOOK_SECRET: usize = 16;
 
@@ -25,6 +28,12 @@ pub struct IntegrationArgs {
     /// hawkBit base URL (Management API at URL/rest/v1); unset: no targets are created.
     #[arg(long, env = "HAWKBIT_URL", value_name = "URL")]
     pub hawkbit_url: Option<String>,
+    /// hawkBit URL devices poll (DDI), announced at enrollment (default: HAWKBIT_URL).
+    #[arg(long, env = "HAWKBIT_DDI_URL", value_name = "URL")]
+    pub hawkbit_ddi_url: Option<String>,
+    /// hawkBit tenant of the devices' targets (default DEFAULT).
+    #[arg(long, env = "HAWKBIT_TENANT", value_name = "NAME")]
+    pub hawkbit_tenant: Option<String>,
     /// hawkBit Management API user (HTTP Basic).
     #[arg(long, env = "HAWKBIT_USER", value_name = "NAME")]
     pub hawkbit_user: Option<String>,
@@ -60,6 +69,8 @@ pub struct IntegrationArgs {
 pub struct IntegrationFileKeys {
     pub mqtt_url: Option<String>,
     pub hawkbit_url: Option<String>,
+    pub hawkbit_ddi_url: Option<String>,
+    pub hawkbit_tenant: Option<String>,
     pub hawkbit_user: Option<String>,
     pub hawkbit_password_file: Option<PathBuf>,
     pub hawkbit_ca: Option<PathBuf>,
@@ -89,8 +100,12 @@ impl std::fmt::Debug for Secret {
 /// How to reach the hawkBit Management API.
 #[derive(Debug, Clone)]
 pub struct HawkbitSettings {
-    /// Base URL, ending in `/`.
+    /// Management API base URL, ending in `/`.
     pub url: Url,
+    /// The base URL devices poll (DDI), ending in `/`; announced at enrollment.
+    pub ddi_url: Url,
+    /// The tenant of the devices' targets, announced at enrollment.
+    pub tenant: String,
     pub user: String,
     pub password: Secret,
     /// Extra trust anchor for hawkBit's TLS certificate.
@@ -131,6 +146,10 @@ pub enum IntegrationError {
         "the webhook secret (THINGSBOARD_WEBHOOK_SECRET[_FILE]) is {len} characters; use at least {MIN_WEBHOOK_SECRET}, e.g. `openssl rand -hex 16`"
     )]
     WeakWebhookSecret { len: usize },
+    #[error(
+        "hawkBit tenant (--hawkbit-tenant / HAWKBIT_TENANT / hawkbit_tenant) {0:?} is invalid: use letters, digits, '-', '_' or '.'"
+    )]
+    HawkbitTenant(String),
     #[error("hawkBit CA file (--hawkbit-ca / HAWKBIT_CA / hawkbit_ca) {0} does not exist")]
     HawkbitCa(PathBuf),
 }
@@ -151,6 +170,14 @@ impl Integrations {
             None => None,
             Some(raw) => {
                 let url = parse_hawkbit_url(&raw)?;
+                let ddi_url = match args.hawkbit_ddi_url.clone().or(file.hawkbit_ddi_url) {
+                    Some(raw) => parse_hawkbit_url(&raw)?,
+                    None => url.clone(),
+                };
+                let tenant = match args.hawkbit_tenant.clone().or(file.hawkbit_tenant) {
+                    None => DEFAULT_HAWKBIT_TENANT.to_owned(),
+                    Some(t) => parse_tenant(&t)?,
+                };
                 let user = args
                     .hawkbit_user
                     .clone()
@@ -178,6 +205,8 @@ impl Integrations {
                 }
                 Some(HawkbitSettings {
                     url,
+                    ddi_url,
+                    tenant,
                     user: user.trim().to_owned(),
                     password,
                     ca_file,
@@ -237,6 +266,20 @@ fn secret(
         return Err(IntegrationError::EmptySecret { what, origin });
     }
     Ok(Some(Secret::new(trimmed.to_owned())))
+}
+
+/// A tenant is one path segment of every DDI URL.
+fn parse_tenant(raw: &str) -> Result<String, IntegrationError> {
+    let t = raw.trim();
+    let ok = !t.is_empty()
+        && t.len() <= 64
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(t.to_owned())
+    } else {
+        Err(IntegrationError::HawkbitTenant(raw.to_owned()))
+    }
 }
 
 fn parse_hawkbit_url(raw: &str) -> Result<Url, IntegrationError> {

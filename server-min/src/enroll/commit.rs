@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{EnrollError, Plan};
 use crate::clock::Clock;
 use crate::db::{Db, DbError, QueryContext, audit, certificates, devices};
+use crate::hawkbit::TargetOutcome;
 use crate::wg::pool::AddressPool;
 use std::sync::Arc;
 
@@ -40,6 +41,8 @@ pub struct EnrollmentWrite {
     pub not_after: i64,
     pub superseded_serial: Option<String>,
     pub source: Option<String>,
+    /// The device's hawkBit target was provisioned (and given a new token) for this write.
+    pub hawkbit_target: Option<TargetOutcome>,
 }
 
 /// A committed enrollment.
@@ -187,6 +190,11 @@ async fn apply(
     {
         return Err(CommitError::Conflict);
     }
+    if w.hawkbit_target.is_some() {
+        devices::mark_hawkbit_target(conn, &w.id, now)
+            .await
+            .map_err(db_err)?;
+    }
     if w.plan != Plan::First {
         certificates::supersede_active(conn, &w.id, now)
             .await
@@ -212,6 +220,7 @@ async fn apply(
             "superseded_serial": w.superseded_serial,
             "profile_revision": w.profile_revision,
             "wg_public_key": w.wg_public_key,
+            "hawkbit_target": w.hawkbit_target.map(TargetOutcome::as_str),
         }),
     );
     audit::record(conn, &event).await.map_err(db_err)?;
@@ -238,6 +247,7 @@ mod tests {
             not_after: 1,
             superseded_serial: None,
             source: None,
+            hawkbit_target: None,
         }
     }
 

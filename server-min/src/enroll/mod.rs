@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use nexa_proto::wireguard::render_wg_quick;
 use nexa_proto::{
-    CertificateInfo, DeviceId, EnrollRequest, EnrollResponse, WgKeyError, WgPublicKey,
-    WireguardProfile,
+    CertificateInfo, DeviceId, EnrollRequest, EnrollResponse, HawkbitProfile, WgKeyError,
+    WgPublicKey, WireguardProfile,
 };
 use time::format_description::well_known::Rfc3339;
 
@@ -29,6 +29,7 @@ use crate::config::WgSettings;
 use crate::csr::{self, CsrError};
 use crate::db::devices::{self, DeviceRow};
 use crate::db::{Db, DbError};
+use crate::hawkbit::{HawkbitError, TargetOutcome, TargetRegistry, TargetToken};
 use crate::wg::manager::{GatewayHandle, PeerChange};
 use crate::wg::pool::AllocError;
 use commit::{CommitError, Committed, Committer, EnrollmentWrite};
@@ -83,6 +84,9 @@ pub enum EnrollError {
     CommitFailed(String),
     #[error("the enrollment writer has stopped")]
     WriterStopped,
+    /// Provisioning the device's hawkBit target failed; nothing was committed.
+    #[error("provisioning the hawkBit target: {0}")]
+    Hawkbit(HawkbitError),
 }
 
 impl From<AllocError> for EnrollError {
@@ -140,6 +144,18 @@ pub struct EnrollService {
     gateway: GatewayHandle,
     /// Announced to devices in the response (`mqtt_url`).
     broker: Option<String>,
+    /// hawkBit targets are provisioned at enrollment when set.
+    hawkbit: Option<HawkbitProvisioning>,
+}
+
+/// Provisioning of the device's hawkBit target at enrollment: every enrollment creates the
+/// target or replaces its security token, and the response carries the new token.
+#[derive(Debug, Clone)]
+pub struct HawkbitProvisioning {
+    pub registry: Arc<dyn TargetRegistry>,
+    /// The DDI base URL announced to the device.
+    pub ddi_url: String,
+    pub tenant: String,
 }
 
 impl EnrollService {
@@ -162,7 +178,14 @@ impl EnrollService {
             committer,
             gateway,
             broker: None,
+            hawkbit: None,
         }
+    }
+
+    /// Provisions hawkBit targets (and their tokens) at enrollment.
+    pub fn with_hawkbit(mut self, hawkbit: Option<HawkbitProvisioning>) -> Self {
+        self.hawkbit = hawkbit;
+        self
     }
 
     /// Announces this MQTT broker to enrolling devices.
@@ -189,6 +212,8 @@ impl EnrollService {
         check_field("machine_uid", request.machine_uid.as_deref())?;
         check_field("hostname", request.hostname.as_deref())?;
         let csr = csr::validate(&request.csr_pem, &id)?;
+        // Issued once per request, even if the commit has to be retried.
+        let mut target: Option<(TargetToken, TargetOutcome)> = None;
 
         for _ in 0..MAX_ATTEMPTS {
             let device = {
@@ -207,6 +232,19 @@ impl EnrollService {
             }
             let plan = plan(&device, &csr.spki_sha256, &wg_key_b64, self.clock.unix())
                 .ok_or_else(|| EnrollError::AlreadyEnrolled(id.clone()))?;
+            // Before signing and committing: when hawkBit is unreachable nothing is stored,
+            // and the device's retry starts from the same state.
+            if let Some(h) = &self.hawkbit
+                && target.is_none()
+            {
+                let token = TargetToken::generate();
+                let outcome = h
+                    .registry
+                    .set_token(&id, &token)
+                    .await
+                    .map_err(EnrollError::Hawkbit)?;
+                target = Some((token, outcome));
+            }
 
             // Signing happens before the write: a slow CA never holds up other commits.
             let issued = self
@@ -237,6 +275,7 @@ impl EnrollService {
                 not_after: issued.not_after.unix_timestamp(),
                 superseded_serial: device.cert_serial.clone(),
                 source: source.clone(),
+                hawkbit_target: target.as_ref().map(|(_, outcome)| *outcome),
             };
             let host = match self.committer.commit(write).await {
                 Ok(Committed { host }) => host,
@@ -284,6 +323,16 @@ impl EnrollService {
                     not_after: issued.not_after.format(&Rfc3339).unwrap_or_default(),
                 },
                 mqtt_url: self.broker.clone(),
+                hawkbit: self
+                    .hawkbit
+                    .as_ref()
+                    .zip(target.as_ref())
+                    .map(|(h, (token, _))| HawkbitProfile {
+                        url: h.ddi_url.clone(),
+                        tenant: h.tenant.clone(),
+                        controller_id: id.to_string(),
+                        target_token: token.expose().to_owned(),
+                    }),
             };
             return Ok((response, outcome));
         }

@@ -10,6 +10,8 @@ use nexa_proto::{ErrorBody, ErrorCode, ErrorDetail};
 
 use crate::ca::SignerError;
 use crate::enroll::EnrollError;
+use crate::hawkbit::HawkbitError;
+use crate::http::webhook::HAWKBIT_RETRY_AFTER_S;
 
 /// An API error response.
 #[derive(Debug)]
@@ -97,7 +99,29 @@ impl From<EnrollError> for ApiError {
                     ..ApiError::new(S::SERVICE_UNAVAILABLE, ErrorCode::TryAgain, msg)
                 }
             }
+            EnrollError::Hawkbit(HawkbitError::Unavailable { .. }) => {
+                tracing::warn!("{msg}");
+                ApiError {
+                    retry_after_secs: Some(HAWKBIT_RETRY_AFTER_S),
+                    ..ApiError::new(
+                        S::BAD_GATEWAY,
+                        ErrorCode::HawkbitUnavailable,
+                        "the bridge cannot reach hawkBit to provision this device's update target; \
+                         try again later",
+                    )
+                }
+            }
+            EnrollError::Hawkbit(HawkbitError::Refused { .. }) => {
+                tracing::error!("{msg}");
+                ApiError::new(
+                    S::BAD_GATEWAY,
+                    ErrorCode::HawkbitRefused,
+                    "hawkBit refused to provision this device's update target; the bridge log \
+                     has the details",
+                )
+            }
             EnrollError::Signer(SignerError::Internal(_))
+            | EnrollError::Hawkbit(HawkbitError::Setup(_))
             | EnrollError::Db(_)
             | EnrollError::CommitFailed(_)
             | EnrollError::WriterStopped => internal(&e),

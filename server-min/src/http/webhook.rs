@@ -28,7 +28,7 @@ pub const SECRET_HEADER: &str = "x-nexa-webhook-secret";
 /// Event types that mean "the device connected".
 pub const CONNECT_EVENTS: [&str; 2] = ["POST_CONNECT", "CONNECT_EVENT"];
 /// How long ThingsBoard should wait before retrying when hawkBit is unavailable.
-const HAWKBIT_RETRY_AFTER_S: u64 = 30;
+pub(crate) const HAWKBIT_RETRY_AFTER_S: u64 = 30;
 
 pub async fn thingsboard(
     State(state): State<AppState>,

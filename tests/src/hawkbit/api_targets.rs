@@ -21,6 +21,11 @@ impl FakeHawkbit {
         self.lock().create_calls
     }
 
+    /// Authenticated `PUT /rest/v1/targets/{id}` calls so far.
+    pub fn update_calls(&self) -> usize {
+        self.lock().update_calls
+    }
+
     /// Management API calls refused with 401.
     pub fn unauthorized_calls(&self) -> usize {
         self.lock().unauthorized

@@ -7,6 +7,9 @@
 //!   is created; else 201 with the created targets, a `securityToken` generated when none
 //!   was given;
 //! - `GET /rest/v1/targets/{id}`: 200 with the target, or 404;
+//! - `PUT /rest/v1/targets/{id}`: a JSON object whose `name`, `description` and
+//!   `securityToken` replace the target's (others are ignored); 200 with the target, 404, or
+//!   400 for a body that is not an object or an empty token;
 //! - `DELETE /rest/v1/targets/{id}`: 204, or 404.
 //!
 //! Errors carry hawkBit's body shape `{"exceptionClass","errorCode","message"}`. A test can
@@ -185,6 +188,56 @@ pub(crate) async fn get_target(
             &format!("target {id} not found"),
         ),
     }
+}
+
+pub(crate) async fn update_target(
+    State(inner): State<Shared>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if let Some(r) = gate(&inner, &headers) {
+        return r;
+    }
+    inner.lock().unwrap().update_calls += 1;
+    let Ok(Value::Object(fields)) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "hawkbit.server.error.rest.body.notReadable",
+            "the body must be a JSON object",
+        );
+    };
+    let text = |k: &str| fields.get(k).and_then(Value::as_str).map(str::to_owned);
+    if text("securityToken").is_some_and(|t| t.trim().is_empty()) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "hawkbit.server.error.repo.constraintViolation",
+            "securityToken must not be empty",
+        );
+    }
+    let mut g = inner.lock().unwrap();
+    let requested = g
+        .ddi
+        .controllers
+        .get(&id)
+        .is_none_or(|c| c.request_attributes);
+    let Some(t) = g.targets.get_mut(&id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "hawkbit.server.error.repo.entitiyNotFound",
+            &format!("target {id} not found"),
+        );
+    };
+    if let Some(name) = text("name") {
+        t.name = name;
+    }
+    if let Some(description) = text("description") {
+        t.description = Some(description);
+    }
+    if let Some(token) = text("securityToken") {
+        t.security_token = token;
+    }
+    axum::Json(target_json(t, requested)).into_response()
 }
 
 pub(crate) async fn delete_target(

@@ -109,6 +109,7 @@ struct Inner {
     targets: BTreeMap<String, Target>,
     /// Every `POST /rest/v1/targets` that passed authentication.
     create_calls: usize,
+    update_calls: usize,
     /// Answers with no effect, served before normal handling.
     failures: VecDeque<u16>,
     /// Calls refused for bad or missing credentials.
@@ -170,7 +171,9 @@ fn router(inner: Shared) -> Router {
         .route("/rest/v1/targets", post(mgmt::create_targets))
         .route(
             "/rest/v1/targets/{id}",
-            get(mgmt::get_target).delete(mgmt::delete_target),
+            get(mgmt::get_target)
+                .put(mgmt::update_target)
+                .delete(mgmt::delete_target),
         )
         .merge(ddi::routes())
         .layer(axum::middleware::from_fn_with_state(
