@@ -26,14 +26,35 @@ pub trait Rebooter: Send + Sync + std::fmt::Debug {
 
 /// The reboot through logind or systemd on the D-Bus system bus
 /// (`DBUS_SYSTEM_BUS_ADDRESS` is honoured).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct DbusRebooter {
     via: RebootVia,
+    /// `None`: the system bus.
+    address: Option<String>,
 }
 
 impl DbusRebooter {
     pub fn new(via: RebootVia) -> Self {
-        Self { via }
+        Self { via, address: None }
+    }
+
+    /// logind or systemd on the bus at `address` (e.g. `unix:path=/run/test/bus.sock`).
+    pub fn at_address(via: RebootVia, address: &str) -> Self {
+        Self {
+            via,
+            address: Some(address.to_owned()),
+        }
+    }
+
+    async fn connect(&self) -> zbus::Result<zbus::Connection> {
+        match &self.address {
+            None => zbus::Connection::system().await,
+            Some(a) => {
+                zbus::connection::Builder::address(a.as_str())?
+                    .build()
+                    .await
+            }
+        }
     }
 
     fn label(&self) -> &'static str {
@@ -48,9 +69,10 @@ impl DbusRebooter {
             via: self.label(),
             reason,
         };
-        let conn = zbus::Connection::system()
+        let conn = self
+            .connect()
             .await
-            .map_err(|e| fail(format!("no system bus: {e}")))?;
+            .map_err(|e| fail(format!("no D-Bus connection: {e}")))?;
         match self.via {
             RebootVia::Logind => {
                 conn.call_method(
