@@ -21,7 +21,9 @@ use nexa_agent::hawkbit::reboot::{BoxFuture, RebootError, Rebooter};
 use nexa_agent::hawkbit::settings::{AfterInstall, AuthMode, HawkbitSettings};
 use nexa_agent::hawkbit::status::OtaStatus;
 use nexa_agent::rauc::DbusRauc;
-use nexa_testkit::hawkbit::{ActionState, Artifact, Assignment, DistributionSet, FakeHawkbit};
+use nexa_testkit::hawkbit::{
+    ActionState, Artifact, Assignment, DistributionSet, FakeHawkbit, Feedback, FeedbackChannel,
+};
 use nexa_testkit::rauc::RaucSystem;
 use nexa_testkit::wait_until;
 
@@ -80,6 +82,17 @@ impl Device {
 
     /// Starts an engine as the agent of boot `boot_id` would.
     pub fn start_engine(&mut self, boot_id: &str, after_install: AfterInstall) {
+        self.start_engine_with(boot_id, after_install, |_| {});
+    }
+
+    /// [`start_engine`](Self::start_engine), with `adjust` changing the engine's parts (its
+    /// timing, spool or installer) before it starts.
+    pub fn start_engine_with(
+        &mut self,
+        boot_id: &str,
+        after_install: AfterInstall,
+        adjust: impl FnOnce(&mut Parts),
+    ) {
         let settings = HawkbitSettings {
             url: format!("{}/", self.fake.url).parse().unwrap(),
             tenant: "DEFAULT".into(),
@@ -94,7 +107,7 @@ impl Device {
         };
         let ddi = DdiClient::new(&settings, DEVICE, &CertsDir::new(self.tmp.path())).unwrap();
         let facts = BTreeMap::from([("deviceId".to_owned(), DEVICE.to_owned())]);
-        let (engine, status) = Engine::new(Parts {
+        let mut parts = Parts {
             ddi,
             rauc: Arc::new(DbusRauc::at_address(self.rauc.bus_address())),
             rebooter: self.reboots.clone(),
@@ -120,7 +133,9 @@ impl Device {
                 },
                 feedback_attempts: 3,
             },
-        });
+        };
+        adjust(&mut parts);
+        let (engine, status) = Engine::new(parts);
         self.fake.set_polling_sleep(Duration::from_secs(1));
         self.status = Some(status);
         self.task = Some(self.rt.spawn(engine.run()));
@@ -165,6 +180,35 @@ impl Device {
 
     pub fn spool_is_empty(&self) -> bool {
         std::fs::read_dir(self.spool()).map_or(true, |mut d| d.next().is_none())
+    }
+
+    /// The feedback posted to `deploymentBase/{action}/feedback`, in order.
+    pub fn deployment_feedback(&self, action: u64) -> Vec<Feedback> {
+        self.fake
+            .feedback(action)
+            .into_iter()
+            .filter(|f| f.channel == FeedbackChannel::Deployment)
+            .collect()
+    }
+
+    /// The `execution` of every deployment feedback of `action`, in order.
+    pub fn executions(&self, action: u64) -> Vec<String> {
+        self.deployment_feedback(action)
+            .into_iter()
+            .map(|f| f.execution)
+            .collect()
+    }
+
+    /// The details of the `closed`+`failure` feedback of `action`, joined by newlines;
+    /// panics if there is none or more than one.
+    pub fn failure_details(&self, action: u64) -> String {
+        let all = self.deployment_feedback(action);
+        let failures: Vec<&Feedback> = all
+            .iter()
+            .filter(|f| f.execution == "closed" && f.finished.as_deref() == Some("failure"))
+            .collect();
+        assert_eq!(failures.len(), 1, "one closed+failure expected: {all:#?}");
+        failures[0].details.join("\n")
     }
 }
 

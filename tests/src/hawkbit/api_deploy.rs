@@ -127,6 +127,16 @@ impl FakeHawkbit {
         }
     }
 
+    /// Operator cancel and force-quit in one step, so the device never sees the action
+    /// canceling: it is canceled without the device's word, gone from the poll, and the
+    /// device's next feedback for it is answered 410. Panics if the action is not open.
+    pub fn cancel_and_force_quit(&self, action: u64) {
+        let mut g = self.lock();
+        if let Err(e) = g.ddi.cancel(action).and_then(|()| g.ddi.force_quit(action)) {
+            panic!("fake hawkBit: cannot cancel and force-quit: {e}");
+        }
+    }
+
     /// Changes the action type (e.g. soft → forced; the deploymentBase link's `c` changes).
     pub fn set_action_type(&self, action: u64, action_type: ActionType) {
         self.with_action(action, |a| a.action_type = action_type);

@@ -36,6 +36,10 @@ impl Engine {
                 tracing::info!(action = %id, %result, "action finished");
                 self.finish(format!("{id}: {result}"));
             }
+            Outcome::Dropped(why) => {
+                tracing::info!(action = %id, reason = %why, "action dropped");
+                self.finish(format!("{id}: {why}"));
+            }
             Outcome::Left => {}
         }
     }
@@ -43,6 +47,8 @@ impl Engine {
     /// Ends the action with `closed`+`failure`.
     async fn fail(&self, action: &str, why: String) -> Outcome {
         tracing::warn!(action, error = %why, "update failed");
+        // Clean before the verdict: once the server knows, the device holds nothing more.
+        self.clean_spool();
         let fb = Feedback::new(now_ms(), Execution::Closed, Finished::Failure).detail(why.clone());
         let _ = self.report(action, fb).await;
         Outcome::Done(format!("failure: {why}"))
@@ -87,9 +93,9 @@ impl Engine {
             format!("retrieved: {name} ({version}), {} bytes", artifact.size),
         );
         if let Err(e) = self.report(&action, retrieved).await
-            && matches!(e, DdiError::Gone { .. } | DdiError::NotFound { .. })
+            && closed_by_server(&e)
         {
-            return Outcome::Left;
+            return Outcome::Dropped(CLOSED.into());
         }
 
         // Download, watching for a cancel.
@@ -139,7 +145,12 @@ impl Engine {
                             let fb = Feedback::new(now_ms(), Execution::Proceeding, Finished::None)
                                 .progress(u32::from(pct), 100)
                                 .detail(format!("downloading {name}: {pct}%"));
-                            let _ = self.report(&action, fb).await;
+                            // Returning drops the download; the spool is cleaned after.
+                            if let Err(e) = self.report(&action, fb).await
+                                && closed_by_server(&e)
+                            {
+                                return Outcome::Dropped(CLOSED.into());
+                            }
                         }
                     }
                 }
@@ -155,8 +166,14 @@ impl Engine {
             digest.algorithm(),
             artifact.size as f64 / 1_048_576.0 / secs.max(0.001)
         ));
-        if self.report(&action, fb).await.is_err() {
-            return Outcome::Left;
+        if let Err(e) = self.report(&action, fb).await {
+            return Outcome::Dropped(if closed_by_server(&e) {
+                CLOSED.into()
+            } else {
+                format!(
+                    "the server did not take the download report ({e}); it offers the action again"
+                )
+            });
         }
 
         // Install only when the server says so; wait for a closed window.
@@ -182,7 +199,7 @@ impl Engine {
             match self.p.ddi.deployment(href).await {
                 Ok(next) if next.id == action => deployment = next.deployment,
                 Ok(_) | Err(DdiError::NotFound { .. } | DdiError::Gone { .. }) => {
-                    return Outcome::Left;
+                    return Outcome::Dropped(CLOSED.into());
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot re-read the deployment"),
             }
@@ -212,7 +229,13 @@ impl Engine {
         self.phase(Phase::Installing, action, name, Some(0));
         let fb = Feedback::new(now_ms(), Execution::Proceeding, Finished::None)
             .detail(format!("installing {name} with RAUC"));
-        let _ = self.report(action, fb).await;
+        // The last moment to learn the action was closed before anything changes on the
+        // device; a merely unreachable server gets the final report instead.
+        if let Err(e) = self.report(action, fb).await
+            && closed_by_server(&e)
+        {
+            return Outcome::Dropped(CLOSED.into());
+        }
 
         let (tx, mut rx) = watch::channel(InstallProgress::default());
         let rauc = self.p.rauc.clone();
@@ -251,6 +274,7 @@ impl Engine {
         let target = self.installed_slot().await;
         match self.p.after_install {
             AfterInstall::Report => {
+                self.clean_spool();
                 let fb =
                     Feedback::new(now_ms(), Execution::Closed, Finished::Success).detail(format!(
                         "installed {version} to slot {}",
@@ -304,6 +328,13 @@ impl Engine {
             .find(|s| s.name == primary)
             .and_then(|s| s.bootname)
     }
+}
+
+const CLOSED: &str = "closed by the server (HTTP 404/410); nothing more is reported";
+
+/// The server no longer has the action open: stop working on it and stop reporting.
+fn closed_by_server(e: &DdiError) -> bool {
+    matches!(e, DdiError::Gone { .. } | DdiError::NotFound { .. })
 }
 
 /// The one artifact of a deployment; this agent installs one RAUC bundle per action.

@@ -83,8 +83,11 @@ pub struct Engine {
 /// How handling an action ended, for the status line.
 enum Outcome {
     Done(String),
-    /// The action is not ours to finish now (404, 410, or waiting for a reboot).
+    /// The action is not ours to finish now (waiting for a reboot, or nothing to do yet).
     Left,
+    /// Given up without a final report: the server closed the action (404/410), or would
+    /// not take its feedback; the status returns to idle with this reason.
+    Dropped(String),
 }
 
 impl Engine {
