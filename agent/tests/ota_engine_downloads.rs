@@ -4,7 +4,7 @@
 //! (and fails when it does not match); a download cut twice is resumed with `Range` and
 //! `If-Range`, reporting progress; a server that goes down in the middle of a download is
 //! waited out and the download resumed; a spool that cannot be created fails the action and
-//! names its path. Each asserts the action state and feedback hawkBit recorded and what the
+//! names its path; an artifact stored outside hawkBit is fetched without the credentials. Each asserts the action state and feedback hawkBit recorded and what the
 //! device was left with (slot B, spool).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -268,5 +268,34 @@ fn a_spool_that_cannot_be_created_fails_the_action_naming_its_path() {
     assert_eq!(
         std::fs::read(&file).unwrap(),
         b"the spool's parent is a file"
+    );
+}
+
+/// An artifact served from storage outside hawkBit's controller API (hawkBit's artifact URL
+/// handler pointing at an object store) is fetched without the device's credentials: the
+/// store refuses foreign `Authorization` headers, and the token must not leak there anyway.
+#[test]
+fn an_artifact_outside_hawkbit_is_fetched_without_credentials() {
+    let mut dev = Device::new();
+    let bundle = dev.rauc.good_bundle(IMAGE);
+    let bytes = std::fs::read(&bundle.path).unwrap();
+    let action = deploy(&dev, Artifact::bytes("update.raucb", &bytes).external());
+    dev.start_engine("boot-1", AfterInstall::Report);
+    dev.wait_state(action, ActionState::Finished);
+    assert!(dev.rauc.slot_holds("B", &bundle.image));
+    assert!(dev.fake.requests_to(Route::Artifact).is_empty());
+    let downloads = dev.fake.requests_to(Route::ExternalArtifact);
+    assert!(!downloads.is_empty());
+    for r in &downloads {
+        assert!(
+            r.header("authorization").is_none(),
+            "credentials sent to {}",
+            r.path
+        );
+    }
+    let polls = dev.fake.requests_to(Route::Poll);
+    assert!(
+        polls.iter().all(|r| r.header("authorization").is_some()),
+        "hawkBit itself still gets them"
     );
 }

@@ -189,6 +189,24 @@ impl DdiClient {
         &self.headers
     }
 
+    /// Headers for a download from `url`: the credentials go only to URLs under the
+    /// controller base (hawkBit's own artifact links); anything else — a CDN or object store
+    /// behind hawkBit's artifact URL handler, with its own signed URL — never sees the token.
+    pub fn download_headers(&self, url: &str) -> HeaderMap {
+        let ours = self.link(url).is_ok_and(|u| {
+            u.origin() == self.base.origin()
+                && u.path()
+                    .strip_prefix(self.base.path())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        });
+        if ours {
+            return self.headers.clone();
+        }
+        let mut h = self.headers.clone();
+        h.remove(AUTHORIZATION);
+        h
+    }
+
     /// The controller base URL.
     pub fn base(&self) -> &Url {
         &self.base
@@ -422,6 +440,34 @@ mod tests {
         let cert = settings("https://h/", AuthMode::Certificate);
         let e = DdiClient::new(&cert, "d", &certs).unwrap_err().to_string();
         assert!(e.contains("device.crt"), "{e}");
+    }
+
+    #[test]
+    fn credentials_go_only_to_the_controller_base() {
+        let tmp = tempfile::tempdir().unwrap();
+        let token = tmp.path().join("token");
+        std::fs::write(&token, "abc123").unwrap();
+        let client = DdiClient::new(
+            &settings("https://hb.example/", AuthMode::TargetToken { file: token }),
+            "dev-1",
+            &CertsDir::new(tmp.path()),
+        )
+        .unwrap();
+        let base = "https://hb.example/DEFAULT/controller/v1/dev-1";
+        for (url, auth) in [
+            (format!("{base}/softwaremodules/7/artifacts/a.raucb"), true),
+            ("https://cdn.example/a.raucb?sig=x".to_owned(), false),
+            ("https://hb.example/external/7/a.raucb".to_owned(), false),
+            (format!("{base}-other/softwaremodules/7/artifacts/a"), false),
+            (
+                "http://hb.example/DEFAULT/controller/v1/dev-1/x".to_owned(),
+                false,
+            ),
+        ] {
+            let h = client.download_headers(&url);
+            assert_eq!(h.contains_key(AUTHORIZATION), auth, "{url}");
+            assert!(h.contains_key(ACCEPT), "{url}");
+        }
     }
 
     #[test]

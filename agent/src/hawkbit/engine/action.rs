@@ -117,9 +117,10 @@ impl Engine {
                     changed
                 });
             };
+            let download_headers = self.p.ddi.download_headers(&url);
             let fetch = download::fetch(
                 self.p.ddi.http(),
-                self.p.ddi.headers(),
+                &download_headers,
                 &self.p.spool,
                 &wanted,
                 self.p.timing.download,
