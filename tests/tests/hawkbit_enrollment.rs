@@ -235,12 +235,15 @@ fn a_running_agent_takes_up_the_token_of_a_reenrollment() {
         "the agent polls with the enrollment's token\n{}",
         log()
     );
-    assert_eq!(
-        s.hawkbit
+    // configData follows the first poll.
+    assert!(
+        wait_until(Duration::from_secs(10), || s
+            .hawkbit
             .attributes("dev-hb-3")
             .get("deviceId")
-            .map(String::as_str),
-        Some("dev-hb-3")
+            .is_some_and(|id| id == "dev-hb-3")),
+        "configData with the device id\n{}",
+        log()
     );
 
     s.server.cli_ok(&["device", "allow-reenroll", "dev-hb-3"]);
