@@ -13,6 +13,7 @@ pub mod mosquitto;
 pub mod procfs;
 pub mod proxy;
 pub mod rauc;
+pub mod stepca;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
