@@ -5,24 +5,30 @@
 //! of being spliced). The ETag is kept beside the part file, so a resume survives an agent
 //! restart. Only when the size and the hash match is the part file renamed to its final name,
 //! so RAUC is never handed a bundle that is incomplete or corrupt. Memory use does not grow
-//! with the artifact: bytes are hashed and written as they arrive.
+//! with the artifact: bytes are written as they arrive and hashed right behind the writer
+//! (see `Sink`).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_RANGE, ETAG, HeaderMap, IF_RANGE, RANGE};
 
+mod sink;
+
+use self::sink::{Running, Sink};
 use super::digest::{Expected, Hasher};
 use crate::atomic::sync_dir;
 use crate::backoff::Backoff;
 
 /// Extra room required beyond the artifact itself.
 pub const SPACE_MARGIN: u64 = 4 << 20;
-const READ_BUF: usize = 64 * 1024;
-/// Writes are gathered into this much before they reach the file.
-const WRITE_BUF: usize = 256 * 1024;
+pub(super) const READ_BUF: usize = 64 * 1024;
+/// How often a transfer reports its progress at most. Chunks arrive hundreds of times a
+/// second on a fast link, and what the callback feeds (the status, which the daemon saves
+/// to its state file with an fsync on every change) is for people to read.
+const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 
 /// Why a download did not produce a verified file.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,8 @@ pub enum DownloadError {
         expected: String,
         actual: String,
     },
+    #[error("hashing the download failed: {0}")]
+    Hashing(String),
 }
 
 /// Retry policy for interrupted transfers.
@@ -184,7 +192,8 @@ pub fn sanitize(raw: &str) -> Result<String, DownloadError> {
 }
 
 /// Fetches `wanted` into the spool and returns the verified file. `headers` carry the
-/// authentication; `progress(done, total)` is called as bytes arrive.
+/// authentication; `progress(done, total)` is called as bytes arrive (at most every
+/// `PROGRESS_EVERY`) and when they are complete.
 pub async fn fetch(
     http: &reqwest::Client,
     headers: &HeaderMap,
@@ -270,43 +279,6 @@ pub async fn fetch(
     Ok(final_path)
 }
 
-/// The hash of the part file's first `len` bytes.
-struct Running {
-    hasher: Hasher,
-    len: u64,
-}
-
-impl Running {
-    /// Makes the hash cover exactly the first `upto` bytes of `part`.
-    fn catch_up(&mut self, part: &Path, upto: u64, digest: &Expected) -> Result<(), DownloadError> {
-        if self.len > upto {
-            self.hasher = digest.hasher();
-            self.len = 0;
-        }
-        if self.len == upto {
-            return Ok(());
-        }
-        let mut file = std::fs::File::open(part).map_err(Spool::io("cannot open", part))?;
-        std::io::Seek::seek(&mut file, std::io::SeekFrom::Start(self.len))
-            .map_err(Spool::io("cannot read", part))?;
-        let mut rest = upto - self.len;
-        let mut buf = vec![0u8; READ_BUF];
-        while rest > 0 {
-            let want = usize::try_from(rest.min(READ_BUF as u64)).unwrap_or(READ_BUF);
-            let n = file
-                .read(&mut buf[..want])
-                .map_err(Spool::io("cannot read", part))?;
-            if n == 0 {
-                break;
-            }
-            self.hasher.update(&buf[..n]);
-            rest -= n as u64;
-        }
-        self.len = upto - rest;
-        Ok(())
-    }
-}
-
 /// Where an attempt writes: the part file, its ETag file and the running hash.
 struct Target<'a> {
     path: &'a Path,
@@ -339,21 +311,64 @@ async fn transfer(
 ) -> Result<(), Step> {
     let fatal = Step::Fatal;
     let (part, etag_file) = (target.path, target.etag);
+    let Some((resp, start)) = request(http, headers, wanted, target, have).await? else {
+        return Ok(());
+    };
     let hash = &mut *target.hash;
+    if let Some(tag) = resp.headers().get(ETAG).and_then(|v| v.to_str().ok()) {
+        let _ = std::fs::write(etag_file, tag);
+    }
+    truncate(part, start).map_err(fatal)?;
+    hash.catch_up(part, start, wanted.digest).map_err(fatal)?;
+    let mut sink = Sink::open(part, hash.take(wanted.digest)).map_err(fatal)?;
+    progress(sink.len, wanted.size);
+    let received = receive(resp, &mut sink, wanted.size, progress).await;
+    match received {
+        // The download ends here; the hash is left covering nothing, which stays true (a
+        // later fetch hashes the part file anew).
+        Err(Step::Fatal(e)) => Err(Step::Fatal(e)),
+        Err(Step::Retry(why)) => {
+            // What was received is kept for the resume, with the hash of it.
+            *hash = sink.keep().await.map_err(fatal)?;
+            Err(Step::Retry(why))
+        }
+        Ok(()) => {
+            *hash = sink.finish().await.map_err(fatal)?;
+            if hash.len < wanted.size {
+                return Err(Step::Retry(format!(
+                    "the transfer ended at {} of {} bytes",
+                    hash.len, wanted.size
+                )));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Sends the request and judges the answer: the response and the offset its body starts at,
+/// or `None` when the part file already holds the whole artifact.
+async fn request(
+    http: &reqwest::Client,
+    headers: &HeaderMap,
+    wanted: &Wanted<'_>,
+    target: &mut Target<'_>,
+    have: u64,
+) -> Result<Option<(reqwest::Response, u64)>, Step> {
+    let fatal = Step::Fatal;
+    let part = target.path;
     let mut req = http.get(wanted.url).headers(headers.clone());
-    let etag = std::fs::read_to_string(etag_file).ok();
+    let etag = std::fs::read_to_string(target.etag).ok();
     if have > 0 {
         req = req.header(RANGE, format!("bytes={have}-"));
         if let Some(tag) = etag.as_deref() {
             req = req.header(IF_RANGE, tag.trim());
         }
     }
-    let mut resp = req
+    let resp = req
         .send()
         .await
         .map_err(|e| Step::Retry(crate::bridge::chain(&e)))?;
-    let status = resp.status();
-    let start = match status {
+    let start = match resp.status() {
         StatusCode::PARTIAL_CONTENT => {
             let from = content_range_start(resp.headers());
             if from != Some(have) {
@@ -367,8 +382,11 @@ async fn transfer(
         }
         StatusCode::OK => 0,
         StatusCode::RANGE_NOT_SATISFIABLE if have >= wanted.size => {
-            hash.catch_up(part, have, wanted.digest).map_err(fatal)?;
-            return Ok(());
+            target
+                .hash
+                .catch_up(part, have, wanted.digest)
+                .map_err(fatal)?;
+            return Ok(None);
         }
         StatusCode::RANGE_NOT_SATISFIABLE => {
             truncate(part, 0).map_err(fatal)?;
@@ -384,55 +402,51 @@ async fn transfer(
             }));
         }
     };
-    if let Some(tag) = resp.headers().get(ETAG).and_then(|v| v.to_str().ok()) {
-        let _ = std::fs::write(etag_file, tag);
-    }
-    truncate(part, start).map_err(fatal)?;
-    hash.catch_up(part, start, wanted.digest).map_err(fatal)?;
-    let file = std::fs::OpenOptions::new()
-        .append(true)
-        .open(part)
-        .map_err(|e| fatal(Spool::io("cannot open", part)(e)))?;
-    let mut file = std::io::BufWriter::with_capacity(WRITE_BUF, file);
-    let mut done = start;
-    progress(done, wanted.size);
+    Ok(Some((resp, start)))
+}
+
+/// Streams the response body into `sink` until it ends (`Ok`, possibly short of `size`) or
+/// fails. Progress is reported every [`PROGRESS_EVERY`] while it changes, whether or not
+/// bytes keep coming (a stalled transfer shows how far it got), and at the end.
+async fn receive(
+    mut resp: reqwest::Response,
+    sink: &mut Sink<'_>,
+    size: u64,
+    progress: &mut (dyn FnMut(u64, u64) + Send),
+) -> Result<(), Step> {
+    let mut tick = tokio::time::interval(PROGRESS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.reset();
+    let mut reported = sink.len;
     loop {
-        let chunk = match resp.chunk().await {
-            Ok(Some(c)) => c,
-            Ok(None) => break,
-            Err(e) => {
-                // What was received is kept for the resume.
-                if file.flush().is_ok() {
-                    let _ = file.get_ref().sync_data();
+        let chunk = tokio::select! {
+            biased;
+            // Cancel-safe: a frame is taken from the body only when the call completes.
+            chunk = resp.chunk() => chunk.map_err(|e| Step::Retry(crate::bridge::chain(&e)))?,
+            _ = tick.tick() => {
+                if sink.len != reported {
+                    reported = sink.len;
+                    progress(reported, size);
                 }
-                return Err(Step::Retry(crate::bridge::chain(&e)));
+                continue;
             }
         };
-        done = done.saturating_add(chunk.len() as u64);
-        if done > wanted.size {
-            return Err(fatal(DownloadError::SizeMismatch {
-                expected: wanted.size,
-                actual: done,
+        let Some(chunk) = chunk else {
+            return Ok(());
+        };
+        let len = sink.len.saturating_add(chunk.len() as u64);
+        if len > size {
+            return Err(Step::Fatal(DownloadError::SizeMismatch {
+                expected: size,
+                actual: len,
             }));
         }
-        file.write_all(&chunk)
-            .map_err(|e| fatal(Spool::io("cannot write", part)(e)))?;
-        hash.hasher.update(&chunk);
-        hash.len = done;
-        progress(done, wanted.size);
+        sink.append(&chunk).await.map_err(Step::Fatal)?;
+        if sink.len == size {
+            reported = sink.len;
+            progress(reported, size);
+        }
     }
-    file.flush()
-        .map_err(|e| fatal(Spool::io("cannot write", part)(e)))?;
-    file.get_ref()
-        .sync_all()
-        .map_err(|e| fatal(Spool::io("cannot sync", part)(e)))?;
-    if done < wanted.size {
-        return Err(Step::Retry(format!(
-            "the transfer ended at {done} of {} bytes",
-            wanted.size
-        )));
-    }
-    Ok(())
 }
 
 /// `Content-Range: bytes N-M/T` → N.
