@@ -78,6 +78,24 @@ pub struct WireguardProfile {
     pub persistent_keepalive: u16,
 }
 
+/// What a device sends to renew its certificate (`POST /api/devices/{id}/renew`, over mTLS
+/// with its current certificate). The CSR is for a NEW key (rekey); CN = device id.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RenewRequest {
+    /// PKCS#10 CSR, PEM, EC P-256 key, CN = device id.
+    pub csr_pem: String,
+}
+
+/// What the bridge answers to a renewal (200).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RenewResponse {
+    pub device_id: String,
+    pub certificate_pem: String,
+    /// Issuing CA first, root last.
+    pub ca_chain_pem: String,
+    pub certificate: CertificateInfo,
+}
+
 /// Metadata of the issued certificate.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct CertificateInfo {

@@ -15,7 +15,7 @@ pub mod wireguard;
 
 pub use api::{
     CertificateInfo, EnrollRequest, EnrollResponse, ErrorBody, ErrorDetail, HawkbitProfile,
-    WireguardProfile,
+    RenewRequest, RenewResponse, WireguardProfile,
 };
 pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
 pub use device_id::{DeviceId, DeviceIdError};

@@ -18,10 +18,12 @@ use serde::Deserialize;
 use crate::wg::pool::{AddressPool, PoolError};
 
 mod integrations;
+mod stepca;
 pub use integrations::{
     HawkbitSettings, IntegrationArgs, IntegrationError, IntegrationFileKeys, Integrations, Secret,
 };
 use nexa_proto::duration::parse_duration;
+pub use stepca::{StepCaArgs, StepCaConfigError, StepCaFileKeys, StepCaSettings};
 
 pub const DEFAULT_DATA_DIR: &str = "./nexa-data";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
@@ -96,6 +98,8 @@ pub struct SettingsArgs {
     pub gateway_reconcile: Option<String>,
     #[command(flatten)]
     pub integrations: IntegrationArgs,
+    #[command(flatten)]
+    pub stepca: StepCaArgs,
 }
 
 /// The config file (TOML). Unknown keys are an error naming the key.
@@ -127,6 +131,10 @@ pub struct FileConfig {
     pub hawkbit_password_file: Option<PathBuf>,
     pub hawkbit_ca: Option<PathBuf>,
     pub webhook_secret_file: Option<PathBuf>,
+    pub stepca_url: Option<String>,
+    pub stepca_fingerprint: Option<String>,
+    pub stepca_provisioner: Option<String>,
+    pub stepca_password_file: Option<PathBuf>,
 }
 
 /// A setting that cannot be used, named with its flag / variable / key.
@@ -173,6 +181,8 @@ pub enum ConfigError {
     Reconcile(String),
     #[error(transparent)]
     Integration(#[from] IntegrationError),
+    #[error(transparent)]
+    StepCa(#[from] StepCaConfigError),
 }
 
 /// Where the data directory and config file are, before anything else is read.
@@ -282,6 +292,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     /// MQTT broker announced to devices, hawkBit, the ThingsBoard webhook.
     pub integrations: Integrations,
+    /// Set: step-ca signs device certificates instead of the built-in CA.
+    pub stepca: Option<StepCaSettings>,
 }
 
 impl Settings {
@@ -376,6 +388,15 @@ impl Settings {
                 webhook_secret_file: file.webhook_secret_file,
             },
         )?;
+        let stepca = StepCaSettings::resolve(
+            &args.stepca,
+            StepCaFileKeys {
+                stepca_url: file.stepca_url,
+                stepca_fingerprint: file.stepca_fingerprint,
+                stepca_provisioner: file.stepca_provisioner,
+                stepca_password_file: file.stepca_password_file,
+            },
+        )?;
         let gateway_file = GatewayFileKeys {
             gateway: file.gateway,
             wg_interface: file.wg_interface,
@@ -402,6 +423,7 @@ impl Settings {
             gateway,
             max_body_bytes,
             integrations,
+            stepca,
         })
     }
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
+use crate::ca::Signer;
 use crate::ca::builtin::{BuiltinCa, CaError};
+use crate::ca::stepca::{StepCa, StepCaError};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{GatewayMode, Settings};
 use crate::connect::ConnectService;
@@ -29,6 +31,8 @@ pub enum ServeError {
     Ca(#[from] CaError),
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    StepCa(#[from] StepCaError),
     #[error(
         "cannot listen on {addr}: {source}; choose another address with --listen or NEXA_LISTEN"
     )]
@@ -47,8 +51,30 @@ pub enum ServeError {
 pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let (report, db) = ensure_initialized(&settings).await?;
     let dir = DataDir::new(&settings.data_dir);
-    let ca = BuiltinCa::load(&dir, settings.cert_lifetime)?;
-    let tls = tls::server_config(&dir, &ca, &settings.tls_sans, settings.tls_files.as_ref())?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let builtin = BuiltinCa::load(&dir, settings.cert_lifetime)?;
+    let (signer, tls, fingerprint): (Arc<dyn Signer>, _, _) = match &settings.stepca {
+        Some(stepca) => {
+            let ca = Arc::new(StepCa::connect(stepca, clock.clone()).await?);
+            let tls = match settings.tls_files.as_ref() {
+                Some(files) => tls::server_config(&dir, &builtin, &settings.tls_sans, Some(files))?,
+                None => {
+                    tls::stepca::server_config(Arc::clone(&ca), settings.tls_sans.clone()).await?
+                }
+            };
+            let fingerprint = ca.root_fingerprint();
+            (ca, tls, fingerprint)
+        }
+        None => {
+            let tls = tls::server_config(
+                &dir,
+                &builtin,
+                &settings.tls_sans,
+                settings.tls_files.as_ref(),
+            )?;
+            (Arc::new(builtin), tls, report.root_fingerprint)
+        }
+    };
     let gateway_key = settings
         .wg
         .public_key_override
@@ -57,7 +83,6 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     if settings.wg.endpoint_defaulted {
         tracing::warn!(endpoint = %settings.wg.endpoint, "WG_SERVER_ENDPOINT is not set; devices are told this local default");
     }
-    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let gateway = match &settings.gateway {
         GatewayMode::Managed(managed) => manager::spawn(
             GatewayConfig {
@@ -76,7 +101,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     };
     let service = EnrollService::new(
         db.clone(),
-        Arc::new(ca),
+        signer,
         settings.wg.clone(),
         gateway_key,
         clock.clone(),
@@ -144,8 +169,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         .header_read_timeout(Duration::from_secs(30));
 
     println!("nexa-server listening on https://{addr}");
-    println!("root CA fingerprint: {}", report.root_fingerprint);
-    tracing::info!(%addr, fingerprint = %report.root_fingerprint, subnet = %settings.wg.pool.subnet(), "serving");
+    println!("root CA fingerprint: {fingerprint}");
+    tracing::info!(%addr, %fingerprint, subnet = %settings.wg.pool.subnet(), "serving");
     server
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
         .await

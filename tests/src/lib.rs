@@ -164,6 +164,11 @@ impl TestServer {
             .env_remove("HAWKBIT_PASSWORD_FILE")
             .env_remove("THINGSBOARD_WEBHOOK_SECRET")
             .env_remove("THINGSBOARD_WEBHOOK_SECRET_FILE")
+            .env_remove("STEP_CA_URL")
+            .env_remove("STEP_CA_FINGERPRINT")
+            .env_remove("STEP_CA_PROVISIONER_NAME")
+            .env_remove("STEP_CA_PROVISIONER_PASSWORD")
+            .env_remove("STEP_CA_PROVISIONER_PASSWORD_FILE")
             // Tests never touch the host's interfaces unless they ask to (envs below).
             .env("NEXA_GATEWAY", "external");
         for (k, v) in &self.launch_envs {

@@ -142,6 +142,11 @@ impl BuiltinCa {
         })
     }
 
+    /// Issuing CA first, root last, PEM.
+    pub fn ca_chain_pem(&self) -> &str {
+        &self.chain_pem
+    }
+
     /// Issues a certificate for an arbitrary subject; used for the bridge's own TLS certificate.
     pub fn issue(
         &self,
@@ -176,6 +181,7 @@ impl BuiltinCa {
             .map_err(|e| SignerError::Internal(format!("signing: {e}")))?;
         Ok(IssuedCert {
             pem: cert.pem(),
+            chain_pem: self.chain_pem.clone(),
             serial_hex,
             not_before: params.not_before,
             not_after: params.not_after,
@@ -186,10 +192,6 @@ impl BuiltinCa {
 impl Signer for BuiltinCa {
     fn sign<'a>(&'a self, req: &'a SignRequest) -> SignFuture<'a> {
         Box::pin(async move { self.sign_device(req) })
-    }
-
-    fn ca_chain_pem(&self) -> &str {
-        &self.chain_pem
     }
 }
 

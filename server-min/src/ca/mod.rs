@@ -1,9 +1,11 @@
 //! Certificate signing behind one narrow trait.
 //!
 //! The enrollment service only ever talks to [`Signer`]; the built-in Sub-CA
-//! ([`builtin::BuiltinCa`]) is the default backend, and a step-ca backend plugs in beside it.
+//! ([`builtin::BuiltinCa`]) is the default backend; [`stepca::StepCa`] signs through a tenant
+//! step-ca instead.
 
 pub mod builtin;
+pub mod stepca;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,6 +29,8 @@ pub struct SignRequest {
 #[derive(Debug, Clone)]
 pub struct IssuedCert {
     pub pem: String,
+    /// The chain after the leaf: issuing CA first, root last, PEM.
+    pub chain_pem: String,
     /// Lower-case hex, no leading zero bytes.
     pub serial_hex: String,
     pub not_before: OffsetDateTime,
@@ -58,6 +62,4 @@ pub type SignFuture<'a> =
 pub trait Signer: Send + Sync + std::fmt::Debug {
     /// Issues a client certificate for `req`.
     fn sign<'a>(&'a self, req: &'a SignRequest) -> SignFuture<'a>;
-    /// Issuing CA first, root last, PEM.
-    fn ca_chain_pem(&self) -> &str;
 }

@@ -238,7 +238,7 @@ impl Integrations {
 }
 
 /// A secret given directly (flag / environment) or as a file whose first line is the secret.
-fn secret(
+pub(super) fn secret(
     what: &'static str,
     direct: Option<&str>,
     direct_name: &str,

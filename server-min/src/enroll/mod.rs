@@ -314,7 +314,7 @@ impl EnrollService {
             let response = EnrollResponse {
                 device_id: id.to_string(),
                 certificate_pem: issued.pem,
-                ca_chain_pem: self.signer.ca_chain_pem().to_owned(),
+                ca_chain_pem: issued.chain_pem,
                 wireguard_config: render_wg_quick(&profile, None),
                 wireguard: profile,
                 profile_revision: u64::try_from(revision).unwrap_or(0),

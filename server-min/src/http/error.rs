@@ -90,7 +90,8 @@ impl From<EnrollError> for ApiError {
                 }
             }
             EnrollError::Signer(SignerError::Rejected { .. }) => {
-                ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::CsrMalformed, msg)
+                tracing::warn!("{msg}");
+                ApiError::new(S::UNPROCESSABLE_ENTITY, ErrorCode::SignerRejected, msg)
             }
             EnrollError::Contention(_) => {
                 tracing::warn!("{msg}");

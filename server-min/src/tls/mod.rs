@@ -15,9 +15,10 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::*;
 
-use crate::ca::Signer;
 use crate::ca::builtin::{BuiltinCa, random_serial};
 use crate::datadir::{DataDir, DataDirError};
+
+pub mod stepca;
 
 const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
 const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
@@ -33,6 +34,8 @@ pub enum TlsError {
     Issue(#[from] rcgen::Error),
     #[error("TLS configuration rejected: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("cannot get the bridge TLS certificate from step-ca: {0}")]
+    StepCa(String),
 }
 
 fn file_err(path: &Path, reason: impl ToString) -> TlsError {
