@@ -14,6 +14,7 @@ pub mod enroll;
 pub mod hawkbit;
 pub mod http;
 pub mod init;
+pub mod renew;
 pub mod serve;
 pub mod tls;
 pub mod wg;

@@ -18,6 +18,8 @@ use crate::enroll::{EnrollService, HawkbitProvisioning};
 use crate::hawkbit::{HawkbitClient, HawkbitError};
 use crate::http::{AppState, router};
 use crate::init::{InitError, ensure_initialized, gateway_private_key};
+use crate::renew::RenewService;
+use crate::renew::client_cert::ClientCa;
 use crate::tls::{self, TlsError};
 use crate::wg::manager::{self, GatewayConfig, GatewayHandle};
 use nexa_wg::KernelLink;
@@ -53,28 +55,39 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let dir = DataDir::new(&settings.data_dir);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let builtin = BuiltinCa::load(&dir, settings.cert_lifetime)?;
-    let (signer, tls, fingerprint): (Arc<dyn Signer>, _, _) = match &settings.stepca {
+    let (signer, tls, fingerprint, device_root): (Arc<dyn Signer>, _, _, _) = match &settings.stepca
+    {
         Some(stepca) => {
             let ca = Arc::new(StepCa::connect(stepca, clock.clone()).await?);
+            let device_root = ca.root_der().clone();
             let tls = match settings.tls_files.as_ref() {
-                Some(files) => tls::server_config(&dir, &builtin, &settings.tls_sans, Some(files))?,
+                Some(files) => tls::server_config(
+                    &dir,
+                    &builtin,
+                    &settings.tls_sans,
+                    Some(files),
+                    &device_root,
+                )?,
                 None => {
                     tls::stepca::server_config(Arc::clone(&ca), settings.tls_sans.clone()).await?
                 }
             };
             let fingerprint = ca.root_fingerprint();
-            (ca, tls, fingerprint)
+            (ca, tls, fingerprint, device_root)
         }
         None => {
+            let device_root = tls::builtin_root(&dir)?;
             let tls = tls::server_config(
                 &dir,
                 &builtin,
                 &settings.tls_sans,
                 settings.tls_files.as_ref(),
+                &device_root,
             )?;
-            (Arc::new(builtin), tls, report.root_fingerprint)
+            (Arc::new(builtin), tls, report.root_fingerprint, device_root)
         }
     };
+    let client_ca = ClientCa::new(&device_root).map_err(TlsError::StepCa)?;
     let gateway_key = settings
         .wg
         .public_key_override
@@ -99,6 +112,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         ),
         GatewayMode::External => GatewayHandle::external(),
     };
+    let renew = RenewService::new(db.clone(), Arc::clone(&signer), client_ca, clock.clone());
     let service = EnrollService::new(
         db.clone(),
         signer,
@@ -134,6 +148,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
                 .with_broker(settings.integrations.mqtt_url.clone())
                 .with_hawkbit(provisioning),
         ),
+        renew: Arc::new(renew),
         gateway,
         max_body: settings.max_body_bytes,
         connect: Arc::new(connect),

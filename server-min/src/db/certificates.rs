@@ -62,6 +62,69 @@ pub async fn insert_active(
     Ok(())
 }
 
+/// The status of certificate `serial` if it is one of `device_id`'s.
+pub async fn status_of(
+    conn: &mut SqliteConnection,
+    device_id: &str,
+    serial: &str,
+) -> Result<Option<String>, DbError> {
+    sqlx::query_scalar("SELECT status FROM certificates WHERE device_id = $1 AND serial = $2")
+        .bind(device_id)
+        .bind(serial)
+        .fetch_optional(conn)
+        .await
+        .doing("reading a certificate's status")
+}
+
+/// Whether the device's active certificate was issued by renewing `serial`.
+pub async fn active_renews(
+    conn: &mut SqliteConnection,
+    device_id: &str,
+    serial: &str,
+) -> Result<bool, DbError> {
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM certificates WHERE device_id = $1 AND status = 'active' AND renewed_from = $2",
+    )
+    .bind(device_id)
+    .bind(serial)
+    .fetch_one(conn)
+    .await
+    .doing("reading a renewal")?;
+    Ok(n > 0)
+}
+
+/// Records a certificate issued by renewing `renewed_from` as the device's active one.
+pub async fn insert_renewed(
+    conn: &mut SqliteConnection,
+    issued: &NewCertificate<'_>,
+    renewed_from: &str,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO certificates (serial, device_id, not_before, not_after, issued_at, status, renewed_from) \
+         VALUES ($1, $2, $3, $4, $5, 'active', $6)",
+    )
+    .bind(issued.serial)
+    .bind(issued.device_id)
+    .bind(issued.not_before)
+    .bind(issued.not_after)
+    .bind(issued.now)
+    .bind(renewed_from)
+    .execute(conn)
+    .await
+    .doing("recording a renewed certificate")?;
+    Ok(())
+}
+
+/// A certificate to record.
+#[derive(Debug, Clone, Copy)]
+pub struct NewCertificate<'a> {
+    pub serial: &'a str,
+    pub device_id: &'a str,
+    pub not_before: i64,
+    pub not_after: i64,
+    pub now: i64,
+}
+
 /// Number of certificates of a device by status, for `device show`.
 pub async fn count_by_status(
     conn: &mut SqliteConnection,

@@ -197,6 +197,34 @@ pub async fn apply_enrollment(
     Ok(done.rows_affected() == 1)
 }
 
+/// Compare-and-set: the device's certificate is now `serial` (on the key whose SPKI hash is
+/// `spki_sha256`), if the row is still at `expected_generation` and enrolled.
+pub async fn apply_renewal(
+    conn: &mut SqliteConnection,
+    id: &str,
+    spki_sha256: &str,
+    serial: &str,
+    not_after: i64,
+    now: i64,
+    expected_generation: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE devices SET ec_spki_sha256 = $1, cert_serial = $2, cert_not_after = $3, \
+             updated_at = $4, generation = generation + 1 \
+         WHERE id = $5 AND generation = $6 AND state = 'enrolled'",
+    )
+    .bind(spki_sha256)
+    .bind(serial)
+    .bind(not_after)
+    .bind(now)
+    .bind(id)
+    .bind(expected_generation)
+    .execute(conn)
+    .await
+    .doing("storing a renewal")?;
+    Ok(done.rows_affected() == 1)
+}
+
 /// Revokes a device: it stops being a gateway peer and never enrolls again. Bumps the
 /// generation so an enrollment racing with it loses its compare-and-set. False when the device
 /// does not exist or was already revoked.

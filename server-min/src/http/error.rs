@@ -12,6 +12,7 @@ use crate::ca::SignerError;
 use crate::enroll::EnrollError;
 use crate::hawkbit::HawkbitError;
 use crate::http::webhook::HAWKBIT_RETRY_AFTER_S;
+use crate::renew::RenewError;
 
 /// An API error response.
 #[derive(Debug)]
@@ -139,6 +140,39 @@ pub fn internal(e: &dyn std::error::Error) -> ApiError {
         ErrorCode::Internal,
         "internal error; the bridge log has the details",
     )
+}
+
+impl From<RenewError> for ApiError {
+    fn from(e: RenewError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        match e {
+            RenewError::NoClientCert => {
+                ApiError::new(S::UNAUTHORIZED, ErrorCode::ClientCertificateRequired, msg)
+            }
+            RenewError::ClientCert(_) => {
+                ApiError::new(S::UNAUTHORIZED, ErrorCode::ClientCertificateInvalid, msg)
+            }
+            RenewError::Unknown(_) => ApiError::new(S::NOT_FOUND, ErrorCode::DeviceUnknown, msg),
+            RenewError::NotEnrolled(_) => {
+                ApiError::new(S::CONFLICT, ErrorCode::DeviceNotEnrolled, msg)
+            }
+            RenewError::Revoked(_) => ApiError::new(S::FORBIDDEN, ErrorCode::DeviceRevoked, msg),
+            RenewError::Decommissioned(_) => {
+                ApiError::new(S::FORBIDDEN, ErrorCode::DeviceDecommissioned, msg)
+            }
+            RenewError::Csr(c) => ApiError::new(S::UNPROCESSABLE_ENTITY, c.code, c.message),
+            RenewError::Signer(s) => EnrollError::Signer(s).into(),
+            RenewError::Contention => {
+                tracing::warn!("{msg}");
+                ApiError {
+                    retry_after_secs: Some(1),
+                    ..ApiError::new(S::SERVICE_UNAVAILABLE, ErrorCode::TryAgain, msg)
+                }
+            }
+            RenewError::Db(e) => EnrollError::Db(e).into(),
+        }
+    }
 }
 
 #[cfg(test)]

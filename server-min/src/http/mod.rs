@@ -3,6 +3,7 @@
 pub mod body;
 pub mod enroll;
 pub mod error;
+pub mod renew;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use axum::routing::{get, post};
 use crate::config::Secret;
 use crate::connect::ConnectService;
 use crate::enroll::EnrollService;
+use crate::renew::RenewService;
 use crate::wg::manager::GatewayHandle;
 use error::ApiError;
 use nexa_proto::ErrorCode;
@@ -25,6 +27,7 @@ pub struct AppState {
     pub gateway: GatewayHandle,
     /// Largest accepted request body in bytes.
     pub max_body: usize,
+    pub renew: Arc<RenewService>,
     /// Device connects reported by ThingsBoard.
     pub connect: Arc<ConnectService>,
     /// What ThingsBoard must present on the webhook; `None` turns the webhook off.
@@ -36,6 +39,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.max_body;
     Router::new()
         .route("/api/devices/{id}/enroll", post(enroll::enroll))
+        .route("/api/devices/{id}/renew", post(renew::renew))
         .route("/webhooks/thingsboard", post(webhook::thingsboard))
         .route("/healthz", get(healthz))
         .fallback(not_found)

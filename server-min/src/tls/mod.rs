@@ -15,9 +15,11 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::prelude::*;
 
+use self::client_auth::ClientCertOffer;
 use crate::ca::builtin::{BuiltinCa, random_serial};
 use crate::datadir::{DataDir, DataDirError};
 
+pub mod client_auth;
 pub mod stepca;
 
 const SERVER_CERT_LIFETIME: Duration = Duration::from_secs(365 * 86_400);
@@ -51,6 +53,7 @@ pub fn server_config(
     ca: &BuiltinCa,
     sans: &[String],
     files: Option<&(std::path::PathBuf, std::path::PathBuf)>,
+    device_root: &CertificateDer<'_>,
 ) -> Result<Arc<rustls::ServerConfig>, TlsError> {
     let (cert_path, key_path) = match files {
         Some((c, k)) => (c.clone(), k.clone()),
@@ -68,12 +71,18 @@ pub fn server_config(
     }
     let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| file_err(&key_path, e))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(ClientCertOffer::new(provider, device_root)))
         .with_single_cert(chain, key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// The built-in CA's root, which device certificates chain to.
+pub fn builtin_root(dir: &DataDir) -> Result<CertificateDer<'static>, TlsError> {
+    let path = dir.root_cert();
+    CertificateDer::from_pem_file(&path).map_err(|e| file_err(&path, e))
 }
 
 /// Issues `tls/server.{crt,key}` unless the current pair is still right.

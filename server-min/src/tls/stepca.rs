@@ -15,6 +15,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::TlsError;
+use super::client_auth::ClientCertOffer;
 use crate::ca::stepca::StepCa;
 
 /// A failed replacement is retried this often while the current identity lasts.
@@ -103,6 +104,7 @@ pub async fn server_config(
     let mut wait = refresh_in(OffsetDateTime::now_utc(), first.not_before, first.not_after);
     let mut expires = first.not_after;
     let swap = Arc::clone(&rotating);
+    let offer_root = ca.root_der().clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(wait).await;
@@ -121,9 +123,10 @@ pub async fn server_config(
         }
     });
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let offer = ClientCertOffer::new(provider.clone(), &offer_root);
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(Arc::new(offer))
         .with_cert_resolver(rotating);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
