@@ -13,27 +13,48 @@
 //!   parsed and checked (device id, certificate) (default 500).
 //! - `NEXA_BENCH_CLIENT_THREADS`: worker threads of the client's tokio runtime (default: the
 //!   core count).
-//! - `NEXA_BENCH_MIN_RATE`: if set, exit non-zero when a round is slower (enrollments/s).
+//! - `NEXA_BENCH_MIN_RATE`: if set, exit non-zero when a built-in round is slower
+//!   (enrollments/s).
+//! - `NEXA_BENCH_SIGNERS`: which signers to run, one fresh server each, in order (default
+//!   `builtin,stepca`: the built-in Sub-CA, then a real step-ca started by the test kit), so
+//!   both are measured in the same run and printed side by side.
 //!
 //! Every CSR, WireGuard key, URL and JSON body is made before timing, so a client only sends
 //! prepared bytes and reads the answer. Any answer other than 201 fails the benchmark.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use nexa_proto::{EnrollRequest, EnrollResponse};
+use nexa_testkit::procfs::{cpu_seconds, fs_type, machine_busy_seconds, try_status_kib};
+use nexa_testkit::stepca::StepCa;
 use nexa_testkit::{TestServer, make_csr, server_bin, wg_public_key};
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
-/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on every Linux ABI).
-const USER_HZ: f64 = 100.0;
 /// Base of the WireGuard subnet; its prefix is widened to fit every device of the run.
 const SUBNET_BASE: &str = "10.64.0.0";
 
+/// Which CA signs the enrollments of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signer {
+    Builtin,
+    StepCa,
+}
+
+impl Signer {
+    fn name(self) -> &'static str {
+        match self {
+            Signer::Builtin => "built-in",
+            Signer::StepCa => "step-ca",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Config {
+    signers: Vec<Signer>,
     devices: usize,
     rounds: Vec<usize>,
     warmup: usize,
@@ -67,7 +88,20 @@ impl Config {
             ),
             Err(_) => None,
         };
+        let signers = std::env::var("NEXA_BENCH_SIGNERS")
+            .unwrap_or_else(|_| "builtin,stepca".into())
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s {
+                "builtin" => Ok(Signer::Builtin),
+                "stepca" => Ok(Signer::StepCa),
+                other => bail!("NEXA_BENCH_SIGNERS: {other:?} is not builtin or stepca"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        ensure!(!signers.is_empty(), "NEXA_BENCH_SIGNERS is empty");
         Ok(Self {
+            signers,
             devices,
             rounds,
             warmup: env_usize("NEXA_BENCH_WARMUP", 500)?,
@@ -276,43 +310,22 @@ async fn client_task(
     stats
 }
 
-/// Process CPU time (user + system, all threads) in seconds, from `/proc/<pid>/stat`.
-fn cpu_seconds(pid: &str) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')')?.1;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: f64 = fields.get(11)?.parse().ok()?;
-    let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / USER_HZ)
-}
-
-/// Busy CPU time of the whole machine (all cores, everything but idle and iowait) in seconds,
-/// from the first line of `/proc/stat`.
-fn machine_busy_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let ticks: Vec<f64> = line
-        .split_whitespace()
-        .map(|f| f.parse().ok())
-        .collect::<Option<_>>()?;
-    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
-    let busy: f64 = ticks.iter().take(8).sum::<f64>() - ticks.get(3)? - ticks.get(4)?;
-    Some(busy / USER_HZ)
-}
-
-/// CPU counters at one instant: the server, this process and the whole machine.
+/// CPU counters at one instant: the server, step-ca (when it signs), this process and the
+/// whole machine.
 #[derive(Debug, Clone, Copy)]
 struct CpuSnapshot {
     server: Option<f64>,
+    ca: Option<f64>,
     client: Option<f64>,
     machine: Option<f64>,
 }
 
 impl CpuSnapshot {
-    fn take(server_pid: Option<&str>) -> Self {
+    fn take(pids: Pids) -> Self {
+        let of = |pid: Option<u32>| pid.and_then(|p| cpu_seconds(&p.to_string()));
         Self {
-            server: server_pid.and_then(cpu_seconds),
+            server: of(pids.server),
+            ca: of(pids.ca),
             client: cpu_seconds("self"),
             machine: machine_busy_seconds(),
         }
@@ -323,6 +336,7 @@ impl CpuSnapshot {
         let d = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| b - a);
         Self {
             server: d(self.server, later.server),
+            ca: d(self.ca, later.ca),
             client: d(self.client, later.client),
             machine: d(self.machine, later.machine),
         }
@@ -330,58 +344,16 @@ impl CpuSnapshot {
 
     /// Busy CPU seconds of everything else on the machine.
     fn other(self) -> Option<f64> {
-        let own = self.server.unwrap_or(0.0) + self.client?;
+        let own = self.server.unwrap_or(0.0) + self.ca.unwrap_or(0.0) + self.client?;
         self.machine.map(|m| (m - own).max(0.0))
     }
 }
 
-/// A `/proc/<pid>/status` field in KiB (e.g. `VmHWM`).
-fn status_kib(pid: &str, field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-}
-
-/// The pid of the `nexa-server serve` using `data_dir` (the kit keeps its `Child` private).
-fn find_server_pid(data_dir: &Path) -> Option<String> {
-    let needle = data_dir.as_os_str().as_encoded_bytes();
-    std::fs::read_dir("/proc")
-        .ok()?
-        .flatten()
-        .find_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            if !name.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let mut args = cmdline.split(|&b| b == 0);
-            let is_server = args.next()?.ends_with(b"nexa-server");
-            let mut has_dir = false;
-            let mut serves = false;
-            for a in args {
-                has_dir |= a == needle;
-                serves |= a == b"serve";
-            }
-            (is_server && has_dir && serves).then_some(name)
-        })
-}
-
-/// Filesystem type holding `path`, from `/proc/self/mounts` (longest mount-point prefix).
-fn fs_type(path: &Path) -> String {
-    let path = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-    mounts
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let (_dev, mount, kind) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(mount)
-                .then(|| (mount.len(), kind.to_owned()))
-        })
-        .max_by_key(|(len, _)| *len)
-        .map_or_else(|| "unknown".into(), |(_, kind)| kind)
+/// The processes whose CPU is measured.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pids {
+    server: Option<u32>,
+    ca: Option<u32>,
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -400,6 +372,7 @@ fn ms(us: u64) -> f64 {
 /// The figures of one round.
 #[derive(Debug)]
 struct RoundReport {
+    signer: Signer,
     concurrency: usize,
     enrollments: usize,
     wall: Duration,
@@ -427,7 +400,7 @@ fn run_round(
     jobs: Vec<Job>,
     concurrency: usize,
     check: bool,
-    server_pid: Option<&str>,
+    pids: Pids,
 ) -> Result<(ClientStats, Duration, CpuSnapshot)> {
     rt.block_on(async {
         // Prime the pool: `concurrency` simultaneous requests each need their own connection.
@@ -446,7 +419,7 @@ fn run_round(
 
         let capacity = jobs.len().div_ceil(concurrency) * 2;
         let queue: Queue = Arc::new(Mutex::new(jobs.into_iter()));
-        let cpu0 = CpuSnapshot::take(server_pid);
+        let cpu0 = CpuSnapshot::take(pids);
         let start = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for _ in 0..concurrency {
@@ -457,7 +430,7 @@ fn run_round(
             total.merge(stats.context("client task")?);
         }
         let wall = start.elapsed();
-        Ok((total, wall, cpu0.until(CpuSnapshot::take(server_pid))))
+        Ok((total, wall, cpu0.until(CpuSnapshot::take(pids))))
     })
 }
 
@@ -468,7 +441,8 @@ fn device_ids(prefix: &str, n: usize) -> Vec<String> {
 fn print_table(reports: &[RoundReport], cores: usize) {
     println!();
     println!(
-        "{:>5} {:>11} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>9} {:>11}",
+        "{:>8} {:>5} {:>11} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9} {:>11}",
+        "signer",
         "conc",
         "enrollments",
         "wall s",
@@ -478,6 +452,7 @@ fn print_table(reports: &[RoundReport], cores: usize) {
         "p99 ms",
         "max ms",
         "srv CPU µs",
+        "CA CPU µs",
         "cli CPU µs",
         "other CPU",
         "srv HWM MiB"
@@ -486,7 +461,8 @@ fn print_table(reports: &[RoundReport], cores: usize) {
     for r in reports {
         let per = |cpu: Option<f64>| cpu.map(|s| s * 1e6 / r.enrollments.max(1) as f64);
         println!(
-            "{:>5} {:>11} {:>8.2} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>10} {:>9} {:>11}",
+            "{:>8} {:>5} {:>11} {:>8.2} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>10} {:>10} {:>9} {:>11}",
+            r.signer.name(),
             r.concurrency,
             r.enrollments,
             r.wall.as_secs_f64(),
@@ -496,6 +472,7 @@ fn print_table(reports: &[RoundReport], cores: usize) {
             ms(r.p99),
             ms(r.max),
             opt(per(r.cpu.server)),
+            opt(per(r.cpu.ca)),
             opt(per(r.cpu.client)),
             r.cpu.other().map_or_else(
                 || "-".to_owned(),
@@ -509,22 +486,37 @@ fn print_table(reports: &[RoundReport], cores: usize) {
         );
     }
     println!();
-    println!("srv/cli CPU µs = CPU time (user+system, all threads) per enrollment of the server /");
     println!(
-        "this client process during the timed part; other CPU = busy CPU of everything else on"
+        "srv/CA/cli CPU µs = CPU time (user+system, all threads) per enrollment of the server /"
     );
     println!(
-        "the machine, in % of all cores (should be ~0%: more means the figures are disturbed);"
+        "step-ca / this client process during the timed part; other CPU = busy CPU of everything"
+    );
+    println!(
+        "else on the machine, in % of all cores (should be ~0%: more means the figures are disturbed);"
     );
     println!("srv HWM = server VmHWM (peak RSS) so far.");
+    let builtin: Vec<&RoundReport> = reports
+        .iter()
+        .filter(|r| r.signer == Signer::Builtin)
+        .collect();
+    for r in reports.iter().filter(|r| r.signer == Signer::StepCa) {
+        if let Some(b) = builtin.iter().find(|b| b.concurrency == r.concurrency) {
+            println!(
+                "concurrency {:>3}: built-in {:.0}/s, step-ca {:.0}/s: step-ca signs at {:.0} % of the built-in rate (p50 {:.2} vs {:.2} ms)",
+                r.concurrency,
+                b.rate(),
+                r.rate(),
+                100.0 * r.rate() / b.rate().max(f64::EPSILON),
+                ms(r.p50),
+                ms(b.p50)
+            );
+        }
+    }
 }
 
 fn main() -> Result<()> {
     let config = Config::from_env()?;
-    let total = config.total_devices();
-    let subnet = subnet_for(total)?;
-    let bin = server_bin();
-
     println!("Nexa enrollment benchmark");
     println!(
         "  machine:     {} cores (available_parallelism); client runtime: {} worker threads",
@@ -535,27 +527,116 @@ fn main() -> Result<()> {
         config.rounds, config.devices, config.warmup
     );
     println!(
-        "  server:      {} (release build, HTTPS, HTTP/1.1 keep-alive)",
-        bin.display()
+        "  signers:     {} (one fresh server each, same run)",
+        config
+            .signers
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     println!(
-        "  note:        the client runs on the same {} cores as the server and competes with it for CPU;",
+        "  server:      {} (release build, HTTPS, HTTP/1.1 keep-alive)",
+        server_bin().display()
+    );
+    println!(
+        "  note:        the client runs on the same {} cores as the server (and step-ca) and competes",
         config.cores
     );
     println!(
-        "               CSRs, keys and bodies are prepared before timing so the client only does HTTPS I/O."
+        "               with them for CPU; CSRs, keys and bodies are prepared before timing so the client"
     );
+    println!("               only does HTTPS I/O.");
 
-    let server = TestServer::start_with(&["--wg-subnet", &subnet], &[("NEXA_LOG", "warn")]);
-    let pid = find_server_pid(&server.data_dir);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.client_threads)
+        .enable_all()
+        .build()
+        .context("client tokio runtime")?;
+    let stepca = config.signers.contains(&Signer::StepCa).then(StepCa::start);
+    if let Some(ca) = &stepca {
+        println!(
+            "  step-ca:     {} (a real step-ca, JWK provisioner {}, badger DB), pid {}",
+            ca.url,
+            ca.provisioner,
+            ca.pid().map_or_else(|| "-".into(), |p| p.to_string())
+        );
+    }
+
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for &signer in &config.signers {
+        let ca = stepca.as_ref().filter(|_| signer == Signer::StepCa);
+        run_signer(&config, signer, ca, &rt, &mut reports, &mut failures)?;
+    }
+
+    print_table(&reports, config.cores);
+    let best = reports
+        .iter()
+        .filter(|r| r.signer == Signer::Builtin)
+        .map(RoundReport::rate)
+        .fold(0.0, f64::max);
+    if best > 0.0 {
+        println!(
+            "best built-in round: {best:.0} enrollments/s (target on a 2-core machine: >= 2000/s)"
+        );
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} enrollment(s) failed:\n  {}",
+            reports.iter().map(|r| r.failures).sum::<usize>(),
+            failures.join("\n  ")
+        );
+    }
+    if let Some(min) = config.min_rate
+        && let Some(slow) = reports
+            .iter()
+            .find(|r| r.signer == Signer::Builtin && r.rate() < min)
+    {
+        bail!(
+            "concurrency {} reached {:.0} enrollments/s, below NEXA_BENCH_MIN_RATE={min}",
+            slow.concurrency,
+            slow.rate()
+        );
+    }
+    Ok(())
+}
+
+/// Warm-up and rounds against a fresh server signing with `signer` (`ca` for step-ca).
+fn run_signer(
+    config: &Config,
+    signer: Signer,
+    ca: Option<&StepCa>,
+    rt: &tokio::runtime::Runtime,
+    reports: &mut Vec<RoundReport>,
+    failures: &mut Vec<String>,
+) -> Result<()> {
+    let total = config.total_devices();
+    let subnet = subnet_for(total)?;
+    let mut envs = vec![("NEXA_LOG", "warn".to_owned())];
+    if let Some(ca) = ca {
+        envs.extend([
+            ("STEP_CA_URL", ca.url.clone()),
+            ("STEP_CA_FINGERPRINT", ca.root_fingerprint.clone()),
+            ("STEP_CA_PROVISIONER_NAME", ca.provisioner.clone()),
+            (
+                "STEP_CA_PROVISIONER_PASSWORD_FILE",
+                ca.password_file.display().to_string(),
+            ),
+        ]);
+    }
+    let env_refs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = TestServer::start_with(&["--wg-subnet", &subnet], &env_refs);
+    let pids = Pids {
+        server: server.pid(),
+        ca: ca.and_then(StepCa::pid),
+    };
+    println!();
+    println!("[{}]", signer.name());
     println!(
         "  store:       SQLite (WAL, synchronous=FULL) in {} on {}; WireGuard subnet {subnet}",
         server.data_dir.display(),
         fs_type(&server.data_dir)
-    );
-    println!(
-        "  server pid:  {}",
-        pid.as_deref().unwrap_or("not found (no CPU / RSS figures)")
     );
 
     // Every device id of the run, registered in one CLI call.
@@ -592,26 +673,17 @@ fn main() -> Result<()> {
         t.elapsed().as_secs_f64()
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.client_threads)
-        .enable_all()
-        .build()
-        .context("client tokio runtime")?;
-    let client = server.http_client();
+    // With step-ca the bridge's TLS certificate comes from step-ca: trust its root.
+    let client = match ca {
+        Some(ca) => ca.http_client(),
+        None => server.http_client(),
+    };
     let health_url = format!("{}/healthz", server.url);
-
     let max_conc = config.rounds.iter().copied().max().unwrap_or(1);
     if !warmup_jobs.is_empty() {
         let n = warmup_jobs.len();
-        let (stats, wall, _) = run_round(
-            &rt,
-            &client,
-            &health_url,
-            warmup_jobs,
-            max_conc,
-            true,
-            pid.as_deref(),
-        )?;
+        let (stats, wall, _) =
+            run_round(rt, &client, &health_url, warmup_jobs, max_conc, true, pids)?;
         println!(
             "  warm-up:     {n} enrollments at concurrency {max_conc} in {:.2} s, answers checked, {} failed",
             wall.as_secs_f64(),
@@ -619,7 +691,8 @@ fn main() -> Result<()> {
         );
         if stats.failures() > 0 {
             bail!(
-                "warm-up failed: {} of {n} enrollments; first: {}\n--- server log\n{}",
+                "{} warm-up failed: {} of {n} enrollments; first: {}\n--- server log\n{}",
+                signer.name(),
                 stats.failures(),
                 stats.first_error.unwrap_or_default(),
                 server.log()
@@ -627,23 +700,15 @@ fn main() -> Result<()> {
         }
     }
 
-    let mut reports = Vec::new();
-    let mut failures = Vec::new();
     for (&concurrency, jobs) in config.rounds.iter().zip(round_jobs) {
         let n = jobs.len();
-        let (stats, wall, cpu) = run_round(
-            &rt,
-            &client,
-            &health_url,
-            jobs,
-            concurrency,
-            false,
-            pid.as_deref(),
-        )?;
+        let (stats, wall, cpu) =
+            run_round(rt, &client, &health_url, jobs, concurrency, false, pids)?;
         let mut lat = stats.latencies_us;
         lat.sort_unstable();
         let failed = n - lat.len();
         let report = RoundReport {
+            signer,
             concurrency,
             enrollments: lat.len(),
             wall,
@@ -653,7 +718,7 @@ fn main() -> Result<()> {
             max: lat.last().copied().unwrap_or(0),
             failures: failed,
             cpu,
-            server_hwm_kib: pid.as_deref().and_then(|p| status_kib(p, "VmHWM")),
+            server_hwm_kib: pids.server.and_then(|p| try_status_kib(p, "VmHWM")),
         };
         println!(
             "  round:       concurrency {concurrency:>3}: {:>6.0} enrollments/s, p50 {:.2} ms, p99 {:.2} ms, {failed} failed",
@@ -667,46 +732,26 @@ fn main() -> Result<()> {
                 .iter()
                 .map(|(s, c)| format!("{c}× HTTP {s}"))
                 .collect();
+            let log = server.log();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
             failures.push(format!(
-                "concurrency {concurrency}: {failed} of {n} failed ({}{} transport errors); first: {}",
+                "{} concurrency {concurrency}: {failed} of {n} failed ({}{} transport errors); first: {}\n--- server log (last lines)\n{}",
+                signer.name(),
                 if statuses.is_empty() {
                     String::new()
                 } else {
                     format!("{}, ", statuses.join(", "))
                 },
                 stats.transport_errors,
-                stats.first_error.unwrap_or_default()
+                stats.first_error.unwrap_or_default(),
+                tail.join("\n")
             ));
         }
         reports.push(report);
     }
-
-    print_table(&reports, config.cores);
-    if let Some(hwm) = pid.as_deref().and_then(|p| status_kib(p, "VmRSS")) {
-        println!("server VmRSS at the end: {:.1} MiB", hwm as f64 / 1024.0);
-    }
-    let best = reports.iter().map(RoundReport::rate).fold(0.0, f64::max);
-    println!("best round: {best:.0} enrollments/s (target on a 2-core machine: >= 2000/s)");
-
-    if !failures.is_empty() {
-        let log = server.log();
-        let tail: Vec<&str> = log.lines().rev().take(20).collect();
-        let tail: Vec<&str> = tail.into_iter().rev().collect();
-        bail!(
-            "{} enrollment(s) failed:\n  {}\n--- server log (last lines)\n{}",
-            reports.iter().map(|r| r.failures).sum::<usize>(),
-            failures.join("\n  "),
-            tail.join("\n")
-        );
-    }
-    if let Some(min) = config.min_rate
-        && let Some(slow) = reports.iter().find(|r| r.rate() < min)
-    {
-        bail!(
-            "concurrency {} reached {:.0} enrollments/s, below NEXA_BENCH_MIN_RATE={min}",
-            slow.concurrency,
-            slow.rate()
-        );
+    if let Some(rss) = pids.server.and_then(|p| try_status_kib(p, "VmRSS")) {
+        println!("  server VmRSS at the end: {:.1} MiB", rss as f64 / 1024.0);
     }
     Ok(())
 }

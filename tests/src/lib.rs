@@ -233,6 +233,11 @@ impl TestServer {
     }
 
     /// The server's log so far.
+    /// The server process's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
     }

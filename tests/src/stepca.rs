@@ -295,6 +295,11 @@ impl StepCa {
         }
     }
 
+    /// The step-ca process's pid while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// An HTTPS client whose only trust anchor is this CA's root.
     pub fn http_client(&self) -> reqwest::Client {
         reqwest::Client::builder()
