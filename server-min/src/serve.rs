@@ -14,8 +14,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{GatewayMode, Settings};
 use crate::connect::ConnectService;
 use crate::datadir::DataDir;
+use crate::db::Db;
+use crate::decommission::{CaRevoker, DecommissionService, PeerRemoval};
 use crate::enroll::{EnrollService, HawkbitProvisioning};
-use crate::hawkbit::{HawkbitClient, HawkbitError};
+use crate::hawkbit::{HawkbitClient, HawkbitError, TargetRegistry};
+use crate::http::crl::CrlSource;
+use crate::http::decommission::AdminApi;
 use crate::http::{AppState, router};
 use crate::init::{InitError, ensure_initialized, gateway_private_key};
 use crate::tls::{self, TlsError};
@@ -52,29 +56,33 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let (report, db) = ensure_initialized(&settings).await?;
     let dir = DataDir::new(&settings.data_dir);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let builtin = BuiltinCa::load(&dir, settings.cert_lifetime)?;
-    let (signer, tls, fingerprint): (Arc<dyn Signer>, _, _) = match &settings.stepca {
-        Some(stepca) => {
-            let ca = Arc::new(StepCa::connect(stepca, clock.clone()).await?);
-            let tls = match settings.tls_files.as_ref() {
-                Some(files) => tls::server_config(&dir, &builtin, &settings.tls_sans, Some(files))?,
-                None => {
-                    tls::stepca::server_config(Arc::clone(&ca), settings.tls_sans.clone()).await?
-                }
-            };
-            let fingerprint = ca.root_fingerprint();
-            (ca, tls, fingerprint)
-        }
-        None => {
-            let tls = tls::server_config(
-                &dir,
-                &builtin,
-                &settings.tls_sans,
-                settings.tls_files.as_ref(),
-            )?;
-            (Arc::new(builtin), tls, report.root_fingerprint)
-        }
-    };
+    let builtin = Arc::new(BuiltinCa::load(&dir, settings.cert_lifetime)?);
+    let (signer, tls, fingerprint, revoker): (Arc<dyn Signer>, _, _, Option<Arc<dyn CaRevoker>>) =
+        match &settings.stepca {
+            Some(stepca) => {
+                let ca = Arc::new(StepCa::connect(stepca, clock.clone()).await?);
+                let tls = match settings.tls_files.as_ref() {
+                    Some(files) => {
+                        tls::server_config(&dir, &builtin, &settings.tls_sans, Some(files))?
+                    }
+                    None => {
+                        tls::stepca::server_config(Arc::clone(&ca), settings.tls_sans.clone())
+                            .await?
+                    }
+                };
+                let fingerprint = ca.root_fingerprint();
+                (ca.clone(), tls, fingerprint, Some(ca))
+            }
+            None => {
+                let tls = tls::server_config(
+                    &dir,
+                    &builtin,
+                    &settings.tls_sans,
+                    settings.tls_files.as_ref(),
+                )?;
+                (builtin.clone(), tls, report.root_fingerprint, None)
+            }
+        };
     let gateway_key = settings
         .wg
         .public_key_override
@@ -127,6 +135,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     if settings.integrations.webhook_secret.is_none() {
         tracing::info!("ThingsBoard webhook off (no THINGSBOARD_WEBHOOK_SECRET_FILE)");
     }
+    let (admin, crl) = lifecycle(&settings, &db, builtin, revoker, registry.clone(), &clock);
     let connect = ConnectService::new(db.clone(), registry, clock.clone());
     let app = router(AppState {
         enroll: Arc::new(
@@ -138,6 +147,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         max_body: settings.max_body_bytes,
         connect: Arc::new(connect),
         webhook_secret: settings.integrations.webhook_secret.clone(),
+        admin,
+        crl,
     });
 
     let listener =
@@ -178,6 +189,43 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The certificate life cycle's part of the API: decommission (admin) and the CRL.
+fn lifecycle(
+    settings: &Settings,
+    db: &Db,
+    builtin: Arc<BuiltinCa>,
+    revoker: Option<Arc<dyn CaRevoker>>,
+    registry: Option<Arc<dyn TargetRegistry>>,
+    clock: &Arc<dyn Clock>,
+) -> (Arc<AdminApi>, Arc<CrlSource>) {
+    if settings.admin_token.is_none() {
+        tracing::info!(
+            "admin API off (no NEXA_ADMIN_TOKEN_FILE): DELETE /api/devices/{{id}} answers 503"
+        );
+    }
+    let crl = match &settings.stepca {
+        Some(s) => CrlSource::StepCa {
+            url: s.url.to_string(),
+        },
+        None => CrlSource::Builtin {
+            ca: builtin,
+            db: db.clone(),
+        },
+    };
+    let service = DecommissionService::new(
+        db.clone(),
+        revoker,
+        registry,
+        PeerRemoval::from(&settings.gateway),
+        clock.clone(),
+    );
+    let admin = AdminApi {
+        token: settings.admin_token.clone(),
+        decommission: service,
+    };
+    (Arc::new(admin), Arc::new(crl))
 }
 
 async fn shutdown_on_signal(handle: Handle<SocketAddr>) {
