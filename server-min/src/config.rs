@@ -17,8 +17,10 @@ use serde::Deserialize;
 
 use crate::wg::pool::{AddressPool, PoolError};
 
+mod admin;
 mod integrations;
 mod stepca;
+pub use admin::{AdminArgs, AdminTokenError, MIN_ADMIN_TOKEN};
 pub use integrations::{
     HawkbitSettings, IntegrationArgs, IntegrationError, IntegrationFileKeys, Integrations, Secret,
 };
@@ -100,6 +102,8 @@ pub struct SettingsArgs {
     pub integrations: IntegrationArgs,
     #[command(flatten)]
     pub stepca: StepCaArgs,
+    #[command(flatten)]
+    pub admin: AdminArgs,
 }
 
 /// The config file (TOML). Unknown keys are an error naming the key.
@@ -135,6 +139,7 @@ pub struct FileConfig {
     pub stepca_fingerprint: Option<String>,
     pub stepca_provisioner: Option<String>,
     pub stepca_password_file: Option<PathBuf>,
+    pub admin_token_file: Option<PathBuf>,
 }
 
 /// A setting that cannot be used, named with its flag / variable / key.
@@ -183,6 +188,8 @@ pub enum ConfigError {
     Integration(#[from] IntegrationError),
     #[error(transparent)]
     StepCa(#[from] StepCaConfigError),
+    #[error(transparent)]
+    AdminToken(#[from] AdminTokenError),
 }
 
 /// Where the data directory and config file are, before anything else is read.
@@ -294,6 +301,8 @@ pub struct Settings {
     pub integrations: Integrations,
     /// Set: step-ca signs device certificates instead of the built-in CA.
     pub stepca: Option<StepCaSettings>,
+    /// The admin API's bearer token; unset: the admin endpoints answer 503.
+    pub admin_token: Option<Secret>,
 }
 
 impl Settings {
@@ -397,6 +406,7 @@ impl Settings {
                 stepca_password_file: file.stepca_password_file,
             },
         )?;
+        let admin_token = admin::resolve(&args.admin, file.admin_token_file)?;
         let gateway_file = GatewayFileKeys {
             gateway: file.gateway,
             wg_interface: file.wg_interface,
@@ -424,6 +434,7 @@ impl Settings {
             max_body_bytes,
             integrations,
             stepca,
+            admin_token,
         })
     }
 }

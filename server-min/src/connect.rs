@@ -46,6 +46,8 @@ pub enum ConnectError {
     UnknownDevice(DeviceId),
     #[error("device {0} is revoked; it must not get an update target")]
     Revoked(DeviceId),
+    #[error("device {0} is decommissioned; it must not get an update target")]
+    Decommissioned(DeviceId),
     #[error("device {0} is registered but has never enrolled")]
     NotEnrolled(DeviceId),
     #[error(transparent)]
@@ -92,6 +94,16 @@ impl ConnectService {
                 self.audit_rejection("device_revoked", Some(id.as_str()), source, json!({}))
                     .await?;
                 return Err(ConnectError::Revoked(id.clone()));
+            }
+            devices::STATE_DECOMMISSIONED => {
+                self.audit_rejection(
+                    "device_decommissioned",
+                    Some(id.as_str()),
+                    source,
+                    json!({}),
+                )
+                .await?;
+                return Err(ConnectError::Decommissioned(id.clone()));
             }
             _ => return Err(ConnectError::NotEnrolled(id.clone())),
         }
@@ -216,6 +228,22 @@ mod tests {
         ) -> BoxFuture<'a, Result<TargetOutcome, HawkbitError>> {
             self.ensure_target(id)
         }
+
+        fn delete_target<'a>(
+            &'a self,
+            id: &'a DeviceId,
+        ) -> BoxFuture<'a, Result<crate::hawkbit::DeleteOutcome, HawkbitError>> {
+            Box::pin(async move {
+                let mut t = self.targets.lock().unwrap();
+                let before = t.len();
+                t.retain(|x| x != id.as_str());
+                Ok(if t.len() < before {
+                    crate::hawkbit::DeleteOutcome::Deleted
+                } else {
+                    crate::hawkbit::DeleteOutcome::AlreadyGone
+                })
+            })
+        }
     }
 
     async fn db_with(devices_: &[(&str, &str)]) -> (tempfile::TempDir, Db) {
@@ -263,7 +291,12 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_revoked_and_unenrolled_devices_are_refused() {
-        let (_d, db) = db_with(&[("gone", "revoked"), ("new", "registered")]).await;
+        let (_d, db) = db_with(&[
+            ("gone", "revoked"),
+            ("new", "registered"),
+            ("retired", "decommissioned"),
+        ])
+        .await;
         let reg = Arc::new(Registry::default());
         let svc = ConnectService::new(db.clone(), Some(reg.clone()), Arc::new(SystemClock));
         assert!(matches!(
@@ -279,8 +312,15 @@ mod tests {
             svc.device_connected(&id("new"), None).await,
             Err(ConnectError::NotEnrolled(_))
         ));
+        assert!(matches!(
+            svc.device_connected(&id("retired"), None).await,
+            Err(ConnectError::Decommissioned(_))
+        ));
         assert_eq!(*reg.calls.lock().unwrap(), 0);
-        assert_eq!(actions(&db).await, ["webhook.rejected", "webhook.rejected"]);
+        assert_eq!(
+            actions(&db).await,
+            ["webhook.rejected", "webhook.rejected", "webhook.rejected"]
+        );
     }
 
     #[tokio::test]

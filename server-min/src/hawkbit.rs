@@ -1,10 +1,11 @@
-//! hawkBit Management API: creating a device's target.
+//! hawkBit Management API: creating and deleting a device's target.
 //!
-//! The `TargetRegistry` trait is the boundary to hawkBit, so the enrollment's and the
-//! webhook's logic is tested without it; `HawkbitClient` is the real one
+//! The `TargetRegistry` trait is the boundary to hawkBit, so the enrollment's, the webhook's
+//! and the decommission's logic is tested without it; `HawkbitClient` is the real one
 //! (`POST {url}/rest/v1/targets`, HTTP Basic, body
 //! `[{"controllerId","name","description"[,"securityToken"]}]`; 201 created, 409 already
-//! there, then `PUT {url}/rest/v1/targets/{id}` `{"securityToken"}` to replace the token).
+//! there, then `PUT {url}/rest/v1/targets/{id}` `{"securityToken"}` to replace the token;
+//! `DELETE {url}/rest/v1/targets/{id}`, 404 meaning already gone).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -34,14 +35,31 @@ impl TargetOutcome {
     }
 }
 
-/// Why hawkBit did not create the target.
+/// What deleting a target came to. Both mean the target is gone now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    /// hawkBit answered 404: there was no such target.
+    AlreadyGone,
+}
+
+impl DeleteOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeleteOutcome::Deleted => "deleted",
+            DeleteOutcome::AlreadyGone => "already_gone",
+        }
+    }
+}
+
+/// Why hawkBit did not do what the bridge asked.
 #[derive(Debug, thiserror::Error)]
 pub enum HawkbitError {
     /// Worth retrying: hawkBit unreachable, timed out, 5xx or 429.
     #[error("hawkBit at {url} is unavailable: {reason}")]
     Unavailable { url: String, reason: String },
     /// Retrying will not help until someone changes something (credentials, permissions).
-    #[error("hawkBit at {url} refused to create the target (HTTP {status}): {reason}")]
+    #[error("hawkBit at {url} refused the request (HTTP {status}): {reason}")]
     Refused {
         url: String,
         status: u16,
@@ -69,6 +87,12 @@ pub trait TargetRegistry: Send + Sync + std::fmt::Debug {
         id: &'a DeviceId,
         token: &'a TargetToken,
     ) -> BoxFuture<'a, Result<TargetOutcome, HawkbitError>>;
+
+    /// Deletes the device's target (its actions and token go with it).
+    fn delete_target<'a>(
+        &'a self,
+        id: &'a DeviceId,
+    ) -> BoxFuture<'a, Result<DeleteOutcome, HawkbitError>>;
 }
 
 /// A target's security token (`Authorization: TargetToken …` on DDI): 32 random bytes in
@@ -155,6 +179,35 @@ impl HawkbitClient {
         match self.call(self.targets.clone(), req).await? {
             Answer::Done => Ok(TargetOutcome::Created),
             Answer::Conflict => Ok(TargetOutcome::AlreadyExisted),
+            Answer::NotFound => Err(HawkbitError::Refused {
+                url: self.targets.to_string(),
+                status: 404,
+                reason: "the Management API is not at this URL; check HAWKBIT_URL".into(),
+            }),
+        }
+    }
+
+    /// `{url}/rest/v1/targets/{id}`.
+    fn target_url(&self, id: &DeviceId) -> Result<Url, HawkbitError> {
+        let mut url = self.targets.clone();
+        url.path_segments_mut()
+            .map_err(|()| HawkbitError::Setup(format!("{} cannot be a base URL", self.targets)))?
+            .push(id.as_str());
+        Ok(url)
+    }
+
+    /// Deletes the target; a target hawkBit does not know is already gone.
+    async fn delete(&self, id: &DeviceId) -> Result<DeleteOutcome, HawkbitError> {
+        let url = self.target_url(id)?;
+        let req = self.http.delete(url.clone());
+        match self.call(url.clone(), req).await? {
+            Answer::Done => Ok(DeleteOutcome::Deleted),
+            Answer::NotFound => Ok(DeleteOutcome::AlreadyGone),
+            Answer::Conflict => Err(HawkbitError::Refused {
+                url: url.to_string(),
+                status: 409,
+                reason: format!("deleting target {id} conflicted"),
+            }),
         }
     }
 
@@ -168,10 +221,7 @@ impl HawkbitClient {
         if outcome == TargetOutcome::Created {
             return Ok(outcome);
         }
-        let mut url = self.targets.clone();
-        url.path_segments_mut()
-            .map_err(|()| HawkbitError::Setup(format!("{} cannot be a base URL", self.targets)))?
-            .push(id.as_str());
+        let url = self.target_url(id)?;
         let body = serde_json::json!({ "securityToken": token.expose() });
         let req = self.http.put(url.clone()).json(&body);
         match self.call(url, req).await? {
@@ -181,6 +231,11 @@ impl HawkbitClient {
                 url: self.targets.to_string(),
                 status: 409,
                 reason: format!("updating target {id} conflicted"),
+            }),
+            Answer::NotFound => Err(HawkbitError::Refused {
+                url: self.targets.to_string(),
+                status: 404,
+                reason: format!("target {id} vanished while it was being updated"),
             }),
         }
     }
@@ -203,6 +258,9 @@ impl HawkbitClient {
         if status == reqwest::StatusCode::CONFLICT {
             return Ok(Answer::Conflict);
         }
+        if status == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Answer::NotFound);
+        }
         let text = resp.text().await.unwrap_or_default();
         let reason = hawkbit_message(&text);
         if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
@@ -215,9 +273,8 @@ impl HawkbitClient {
             401 => "the credentials were not accepted; check HAWKBIT_USER and HAWKBIT_PASSWORD"
                 .to_owned(),
             403 => format!(
-                "the user lacks CREATE_TARGET / UPDATE_TARGET permission or a quota is reached: {reason}"
+                "the user lacks CREATE_TARGET / UPDATE_TARGET / DELETE_TARGET permission or a quota is reached: {reason}"
             ),
-            404 => format!("the target vanished while it was being updated: {reason}"),
             _ => reason,
         };
         Err(HawkbitError::Refused {
@@ -233,6 +290,8 @@ enum Answer {
     Done,
     /// 409: the entity already exists.
     Conflict,
+    /// 404: no such entity.
+    NotFound,
 }
 
 impl TargetRegistry for HawkbitClient {
@@ -249,6 +308,13 @@ impl TargetRegistry for HawkbitClient {
         token: &'a TargetToken,
     ) -> BoxFuture<'a, Result<TargetOutcome, HawkbitError>> {
         Box::pin(HawkbitClient::set_token(self, id, token))
+    }
+
+    fn delete_target<'a>(
+        &'a self,
+        id: &'a DeviceId,
+    ) -> BoxFuture<'a, Result<DeleteOutcome, HawkbitError>> {
+        Box::pin(self.delete(id))
     }
 }
 

@@ -10,6 +10,7 @@ pub mod connect;
 pub mod csr;
 pub mod datadir;
 pub mod db;
+pub mod decommission;
 pub mod enroll;
 pub mod hawkbit;
 pub mod http;

@@ -14,8 +14,12 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{GatewayMode, Settings};
 use crate::connect::ConnectService;
 use crate::datadir::DataDir;
+use crate::db::Db;
+use crate::decommission::{CaRevoker, DecommissionService, PeerRemoval};
 use crate::enroll::{EnrollService, HawkbitProvisioning};
-use crate::hawkbit::{HawkbitClient, HawkbitError};
+use crate::hawkbit::{HawkbitClient, HawkbitError, TargetRegistry};
+use crate::http::crl::CrlSource;
+use crate::http::decommission::AdminApi;
 use crate::http::{AppState, router};
 use crate::init::{InitError, ensure_initialized, gateway_private_key};
 use crate::renew::RenewService;
@@ -54,9 +58,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let (report, db) = ensure_initialized(&settings).await?;
     let dir = DataDir::new(&settings.data_dir);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let builtin = BuiltinCa::load(&dir, settings.cert_lifetime)?;
-    let (signer, tls, fingerprint, device_root): (Arc<dyn Signer>, _, _, _) = match &settings.stepca
-    {
+    let builtin = Arc::new(BuiltinCa::load(&dir, settings.cert_lifetime)?);
+    type Chosen = (
+        Arc<dyn Signer>,
+        Arc<rustls::ServerConfig>,
+        nexa_proto::Fingerprint,
+        rustls_pki_types::CertificateDer<'static>,
+        Option<Arc<dyn CaRevoker>>,
+    );
+    let (signer, tls, fingerprint, device_root, revoker): Chosen = match &settings.stepca {
         Some(stepca) => {
             let ca = Arc::new(StepCa::connect(stepca, clock.clone()).await?);
             let device_root = ca.root_der().clone();
@@ -73,7 +83,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
                 }
             };
             let fingerprint = ca.root_fingerprint();
-            (ca, tls, fingerprint, device_root)
+            (ca.clone(), tls, fingerprint, device_root, Some(ca))
         }
         None => {
             let device_root = tls::builtin_root(&dir)?;
@@ -84,7 +94,13 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
                 settings.tls_files.as_ref(),
                 &device_root,
             )?;
-            (Arc::new(builtin), tls, report.root_fingerprint, device_root)
+            (
+                builtin.clone(),
+                tls,
+                report.root_fingerprint,
+                device_root,
+                None,
+            )
         }
     };
     let client_ca = ClientCa::new(&device_root).map_err(TlsError::StepCa)?;
@@ -141,6 +157,7 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     if settings.integrations.webhook_secret.is_none() {
         tracing::info!("ThingsBoard webhook off (no THINGSBOARD_WEBHOOK_SECRET_FILE)");
     }
+    let (admin, crl) = lifecycle(&settings, &db, builtin, revoker, registry.clone(), &clock);
     let connect = ConnectService::new(db.clone(), registry, clock.clone());
     let app = router(AppState {
         enroll: Arc::new(
@@ -153,6 +170,8 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
         max_body: settings.max_body_bytes,
         connect: Arc::new(connect),
         webhook_secret: settings.integrations.webhook_secret.clone(),
+        admin,
+        crl,
     });
 
     let listener =
@@ -193,6 +212,43 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     db.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The certificate life cycle's part of the API: decommission (admin) and the CRL.
+fn lifecycle(
+    settings: &Settings,
+    db: &Db,
+    builtin: Arc<BuiltinCa>,
+    revoker: Option<Arc<dyn CaRevoker>>,
+    registry: Option<Arc<dyn TargetRegistry>>,
+    clock: &Arc<dyn Clock>,
+) -> (Arc<AdminApi>, Arc<CrlSource>) {
+    if settings.admin_token.is_none() {
+        tracing::info!(
+            "admin API off (no NEXA_ADMIN_TOKEN_FILE): DELETE /api/devices/{{id}} answers 503"
+        );
+    }
+    let crl = match &settings.stepca {
+        Some(s) => CrlSource::StepCa {
+            url: s.url.to_string(),
+        },
+        None => CrlSource::Builtin {
+            ca: builtin,
+            db: db.clone(),
+        },
+    };
+    let service = DecommissionService::new(
+        db.clone(),
+        revoker,
+        registry,
+        PeerRemoval::from(&settings.gateway),
+        clock.clone(),
+    );
+    let admin = AdminApi {
+        token: settings.admin_token.clone(),
+        decommission: service,
+    };
+    (Arc::new(admin), Arc::new(crl))
 }
 
 async fn shutdown_on_signal(handle: Handle<SocketAddr>) {

@@ -169,6 +169,8 @@ impl TestServer {
             .env_remove("STEP_CA_PROVISIONER_NAME")
             .env_remove("STEP_CA_PROVISIONER_PASSWORD")
             .env_remove("STEP_CA_PROVISIONER_PASSWORD_FILE")
+            .env_remove("NEXA_ADMIN_TOKEN")
+            .env_remove("NEXA_ADMIN_TOKEN_FILE")
             // Tests never touch the host's interfaces unless they ask to (envs below).
             .env("NEXA_GATEWAY", "external");
         for (k, v) in &self.launch_envs {
@@ -250,6 +252,21 @@ impl TestServer {
             .args(args)
             .output()
             .expect("run nexa-server")
+    }
+
+    /// Runs `nexa-server --data-dir DIR <args>` with the environment `serve` was started with
+    /// (hawkBit, step-ca, gateway mode): for commands that resolve the server's settings,
+    /// like `device decommission`.
+    pub fn cli_as_server(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(server_bin());
+        cmd.arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(args)
+            .env("NEXA_GATEWAY", "external");
+        for (k, v) in &self.launch_envs {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("run nexa-server")
     }
 
     /// Runs a CLI command that must succeed; returns stdout.

@@ -1,7 +1,8 @@
 //! `POST /api/devices/{id}/renew` against a running bridge, with the device's certificate as
 //! TLS client identity (as the agent does): a new certificate for a new key; refusals without
-//! a certificate, with another device's, with a superseded one, for a revoked device; a
-//! renewal answer that was lost can be asked for again; and the same through a real step-ca.
+//! a certificate, with another device's, with a superseded one, for a decommissioned or a
+//! revoked device; a renewal answer that was lost can be asked for again; and the same
+//! through a real step-ca.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -202,6 +203,16 @@ async fn refusals_name_their_reason() {
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (401, Some("client_certificate_invalid")),
+        "{body}"
+    );
+
+    let (cert, key) = identity(&tmp.path().join("a"));
+    let as_a = client(&server.root_cert_path(), Some((&cert, &key)));
+    server.cli_ok(&["device", "decommission", "rn-a"]);
+    let (status, body, _) = renew(&as_a, &server, "rn-a").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (403, Some("device_decommissioned")),
         "{body}"
     );
 

@@ -156,6 +156,14 @@ impl BuiltinCa {
         params.signed_by(public_key, &self.issuer)
     }
 
+    /// Signs a CRL with the issuing CA's key: the CA that issued the listed certificates.
+    pub fn sign_crl(
+        &self,
+        params: &rcgen::CertificateRevocationListParams,
+    ) -> Result<rcgen::CertificateRevocationList, rcgen::Error> {
+        params.signed_by(&self.issuer)
+    }
+
     fn sign_device(&self, req: &SignRequest) -> Result<IssuedCert, SignerError> {
         let spki =
             SubjectPublicKeyInfo::from_der(&req.spki_der).map_err(|e| SignerError::Rejected {

@@ -5,6 +5,7 @@
 //! step-ca instead.
 
 pub mod builtin;
+pub mod crl;
 pub mod stepca;
 
 use std::future::Future;

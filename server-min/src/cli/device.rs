@@ -52,6 +52,11 @@ pub enum DeviceCommand {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Decommission a device in one step: revoke its certificates (at step-ca when it signs;
+    /// else on the built-in CA's CRL), withdraw its gateway peer, delete its hawkBit target,
+    /// mark it decommissioned for good, audit it. Safe to re-run: done steps are not
+    /// repeated. Exit status 3 when a step failed (run it again to complete).
+    Decommission(Box<super::decommission::DecommissionArgs>),
 }
 
 #[derive(Debug, clap::Args)]
@@ -84,6 +89,9 @@ pub async fn run(db: &Db, cmd: DeviceCommand) -> Result<(), CliError> {
             allow_reenroll(db, &parse_id(&id)?, &window).await
         }
         DeviceCommand::Revoke { id, reason } => revoke(db, &parse_id(&id)?, reason).await,
+        DeviceCommand::Decommission(_) => Err(CliError::Failed(
+            "device decommission needs the server's settings; it is dispatched by cli::run".into(),
+        )),
     }
 }
 
@@ -217,6 +225,7 @@ async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
             "profile_revision": row.profile_revision, "cert_serial": row.cert_serial,
             "cert_not_after": fmt_time(row.cert_not_after), "enrolled_at": fmt_time(row.enrolled_at),
             "hawkbit_target_at": fmt_time(row.hawkbit_target_at),
+            "decommissioned_at": fmt_time(row.decommissioned_at),
             "reenroll_window_until": if window_open { fmt_time(row.reenroll_until) } else { "-".into() },
             "certificates": certs.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
         });
@@ -248,6 +257,9 @@ async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
             |t| format!("since {}", fmt_time(Some(t)))
         )
     );
+    if row.decommissioned_at.is_some() {
+        println!("decommissioned at: {}", fmt_time(row.decommissioned_at));
+    }
     println!(
         "re-enroll window:  {}",
         if window_open {
@@ -281,6 +293,11 @@ async fn allow_reenroll(db: &Db, id: &DeviceId, window: &str) -> Result<(), CliE
             "device {id} is revoked; a revoked device never enrolls again"
         )));
     }
+    if row.is_decommissioned() {
+        return Err(CliError::Failed(format!(
+            "device {id} is decommissioned; a decommissioned device never enrolls again"
+        )));
+    }
     if row.state != devices::STATE_ENROLLED {
         return Err(CliError::Failed(format!(
             "device {id} has never enrolled; it can enroll without a re-enrollment window"
@@ -311,6 +328,10 @@ async fn revoke(db: &Db, id: &DeviceId, reason: Option<String>) -> Result<(), Cl
     let row = devices::get(&mut tx, id.as_str())
         .await?
         .ok_or_else(|| CliError::Failed(format!("device {id} is not registered")))?;
+    if row.is_decommissioned() {
+        println!("device {id} is decommissioned; nothing to revoke");
+        return Ok(());
+    }
     if !devices::revoke(&mut tx, id.as_str(), now).await? {
         println!("device {id} was already revoked");
         return Ok(());

@@ -1,6 +1,7 @@
 //! Command line of `nexa-server`: argument types and dispatch. Each command group has its
 //! own module.
 
+mod decommission;
 mod device;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,8 @@ use nexa_wg::{KernelLink, WgLink, show};
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code for a runtime failure.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of `device decommission` when a step failed (re-run it to complete).
+pub const EXIT_INCOMPLETE: u8 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -27,7 +30,7 @@ pub const EXIT_FAILURE: u8 = 1;
     about = "Nexa bridge: device enrollment, built-in CA, WireGuard addresses"
 )]
 #[command(
-    after_help = "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error."
+    after_help = "Exit status: 0 success, 1 runtime failure, 2 usage or configuration error, 3 `device decommission` left a step failed (run it again)."
 )]
 pub struct Cli {
     /// Data directory (CA, keys, database).
@@ -112,6 +115,9 @@ pub enum CliError {
     Usage(String),
     #[error("{0}")]
     Failed(String),
+    /// Some steps of a decommission failed; a re-run completes them.
+    #[error("{0}")]
+    Incomplete(String),
 }
 
 impl CliError {
@@ -119,6 +125,7 @@ impl CliError {
         match self {
             CliError::Config(_) | CliError::Usage(_) => ExitCode::from(EXIT_USAGE),
             CliError::Init(InitError::SubnetChanged { .. }) => ExitCode::from(EXIT_USAGE),
+            CliError::Incomplete(_) => ExitCode::from(EXIT_INCOMPLETE),
             _ => ExitCode::from(EXIT_FAILURE),
         }
     }
@@ -155,6 +162,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             require_initialised(&dir)?;
             println!("{}", root_fingerprint(&dir)?);
             Ok(())
+        }
+        Command::Device(device::DeviceCommand::Decommission(args)) => {
+            let settings = Settings::resolve(&loc, &args.settings, file)?;
+            decommission::run(&settings, *args).await
         }
         Command::Device(cmd) => {
             let db = open_existing(&loc.data_dir).await?;

@@ -136,3 +136,86 @@ pub async fn count_by_status(
         .await
         .doing("counting certificates")
 }
+
+/// Marks every certificate of the device that is not revoked yet (active or superseded: a
+/// superseded certificate is valid until it expires) revoked; returns their serials.
+pub async fn revoke_all(
+    conn: &mut SqliteConnection,
+    device_id: &str,
+    now: i64,
+) -> Result<Vec<String>, DbError> {
+    sqlx::query_scalar(
+        "UPDATE certificates SET status = 'revoked', revoked_at = $1 \
+         WHERE device_id = $2 AND status <> 'revoked' RETURNING serial",
+    )
+    .bind(now)
+    .bind(device_id)
+    .fetch_all(conn)
+    .await
+    .doing("revoking the device's certificates")
+}
+
+/// The device's certificates step-ca has not confirmed as revoked yet, oldest first.
+pub async fn pending_stepca_revocations(
+    conn: &mut SqliteConnection,
+    device_id: &str,
+) -> Result<Vec<String>, DbError> {
+    sqlx::query_scalar(
+        "SELECT serial FROM certificates WHERE device_id = $1 AND stepca_revoked_at IS NULL \
+         ORDER BY issued_at, serial",
+    )
+    .bind(device_id)
+    .fetch_all(conn)
+    .await
+    .doing("listing certificates to revoke at step-ca")
+}
+
+/// Records that step-ca revoked `serial` (and marks it revoked here, if it was not).
+pub async fn mark_stepca_revoked(
+    conn: &mut SqliteConnection,
+    serial: &str,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "UPDATE certificates SET status = 'revoked', revoked_at = COALESCE(revoked_at, $1), \
+             stepca_revoked_at = $1 WHERE serial = $2",
+    )
+    .bind(now)
+    .bind(serial)
+    .execute(conn)
+    .await
+    .doing("recording a revocation at step-ca")?;
+    Ok(())
+}
+
+/// Whether the bridge recorded the certificate with serial `serial_hex` (lower-case hex, no
+/// leading zero bytes, as issued) as revoked: by `device revoke` or a decommission. A renewal
+/// must refuse a revoked certificate.
+pub async fn is_revoked(conn: &mut SqliteConnection, serial_hex: &str) -> Result<bool, DbError> {
+    let found: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM certificates WHERE serial = $1 AND status = 'revoked'")
+            .bind(serial_hex)
+            .fetch_optional(conn)
+            .await
+            .doing("checking whether a certificate is revoked")?;
+    Ok(found.is_some())
+}
+
+/// A revoked certificate, as the CRL lists it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RevokedCert {
+    pub serial: String,
+    /// Unix seconds; the issue time for rows revoked before the time was recorded.
+    pub revoked_at: i64,
+}
+
+/// Every revoked certificate, by serial.
+pub async fn revoked(conn: &mut SqliteConnection) -> Result<Vec<RevokedCert>, DbError> {
+    sqlx::query_as(
+        "SELECT serial, COALESCE(revoked_at, issued_at) AS revoked_at FROM certificates \
+         WHERE status = 'revoked' ORDER BY serial",
+    )
+    .fetch_all(conn)
+    .await
+    .doing("listing revoked certificates")
+}

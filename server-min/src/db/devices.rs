@@ -26,14 +26,25 @@ pub struct DeviceRow {
     pub revoked_at: Option<i64>,
     /// When hawkBit confirmed the device's target exists.
     pub hawkbit_target_at: Option<i64>,
+    /// When an operator decommissioned the device.
+    pub decommissioned_at: Option<i64>,
+}
+
+impl DeviceRow {
+    /// A decommissioned device never enrolls or renews a certificate again.
+    pub fn is_decommissioned(&self) -> bool {
+        self.state == STATE_DECOMMISSIONED
+    }
 }
 
 pub const STATE_REGISTERED: &str = "registered";
 pub const STATE_ENROLLED: &str = "enrolled";
 pub const STATE_REVOKED: &str = "revoked";
+/// Taken out of service for good (`device decommission`, `DELETE /api/devices/{id}`).
+pub const STATE_DECOMMISSIONED: &str = "decommissioned";
 
 const COLUMNS: &str = "id, state, note, created_at, updated_at, machine_uid, hostname, ec_spki_sha256, \
-     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation, revoked_at, hawkbit_target_at";
+     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation, revoked_at, hawkbit_target_at, decommissioned_at";
 
 /// Registers a device id; returns false if it already existed (left unchanged).
 pub async fn register(
@@ -227,12 +238,12 @@ pub async fn apply_renewal(
 
 /// Revokes a device: it stops being a gateway peer and never enrolls again. Bumps the
 /// generation so an enrollment racing with it loses its compare-and-set. False when the device
-/// does not exist or was already revoked.
+/// does not exist or was already revoked or decommissioned.
 pub async fn revoke(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<bool, DbError> {
     let done = sqlx::query(
         "UPDATE devices SET state = 'revoked', revoked_at = $1, updated_at = $1, \
              reenroll_until = NULL, generation = generation + 1 \
-         WHERE id = $2 AND state <> 'revoked'",
+         WHERE id = $2 AND state NOT IN ('revoked', 'decommissioned')",
     )
     .bind(now)
     .bind(id)
@@ -258,6 +269,42 @@ pub async fn mark_hawkbit_target(
     .await
     .doing("recording the hawkBit target")?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Decommissions a device: it stops being a gateway peer and never enrolls or renews again;
+/// its address stays reserved. Bumps the generation so an enrollment racing with it loses its
+/// compare-and-set. False when the device does not exist or was already decommissioned.
+pub async fn mark_decommissioned(
+    conn: &mut SqliteConnection,
+    id: &str,
+    now: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "UPDATE devices SET state = 'decommissioned', decommissioned_at = $1, updated_at = $1, \
+             reenroll_until = NULL, generation = generation + 1 \
+         WHERE id = $2 AND state <> 'decommissioned'",
+    )
+    .bind(now)
+    .bind(id)
+    .execute(conn)
+    .await
+    .doing("decommissioning a device")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Forgets the device's hawkBit target (it was deleted there).
+pub async fn clear_hawkbit_target(
+    conn: &mut SqliteConnection,
+    id: &str,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query("UPDATE devices SET hawkbit_target_at = NULL, updated_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await
+        .doing("forgetting the hawkBit target")?;
+    Ok(())
 }
 
 /// A device the gateway must carry as a peer.

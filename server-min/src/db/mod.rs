@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod certificates;
+pub mod decommission;
 pub mod devices;
 pub mod peer_set;
 pub mod settings;

@@ -70,6 +70,8 @@ pub enum EnrollError {
     AlreadyEnrolled(DeviceId),
     #[error("device {0} is revoked and can never enroll again; register a new device id")]
     Revoked(DeviceId),
+    #[error("device {0} is decommissioned and can never enroll again; register a new device id")]
+    Decommissioned(DeviceId),
     #[error("this WireGuard public key belongs to another device; generate a new key pair")]
     WgKeyInUse,
     #[error("no WireGuard address left: {0}")]
@@ -230,6 +232,9 @@ impl EnrollService {
             if device.state == devices::STATE_REVOKED {
                 return Err(EnrollError::Revoked(id.clone()));
             }
+            if device.is_decommissioned() {
+                return Err(EnrollError::Decommissioned(id.clone()));
+            }
             let plan = plan(&device, &csr.spki_sha256, &wg_key_b64, self.clock.unix())
                 .ok_or_else(|| EnrollError::AlreadyEnrolled(id.clone()))?;
             // Before signing and committing: when hawkBit is unreachable nothing is stored,
@@ -381,6 +386,7 @@ mod tests {
             generation: 0,
             revoked_at: None,
             hawkbit_target_at: None,
+            decommissioned_at: None,
         }
     }
 

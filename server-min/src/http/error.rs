@@ -70,6 +70,9 @@ impl From<EnrollError> for ApiError {
                 ApiError::new(S::FORBIDDEN, ErrorCode::DeviceNotRegistered, msg)
             }
             EnrollError::Revoked(_) => ApiError::new(S::FORBIDDEN, ErrorCode::DeviceRevoked, msg),
+            EnrollError::Decommissioned(_) => {
+                ApiError::new(S::FORBIDDEN, ErrorCode::DeviceDecommissioned, msg)
+            }
             EnrollError::AlreadyEnrolled(_) => {
                 ApiError::new(S::CONFLICT, ErrorCode::DeviceAlreadyEnrolled, msg)
             }

@@ -1,6 +1,9 @@
 //! The HTTP API: routing, limits and the JSON error contract.
 
+pub mod auth;
 pub mod body;
+pub mod crl;
+pub mod decommission;
 pub mod enroll;
 pub mod error;
 pub mod renew;
@@ -10,7 +13,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::config::Secret;
 use crate::connect::ConnectService;
@@ -32,6 +35,10 @@ pub struct AppState {
     pub connect: Arc<ConnectService>,
     /// What ThingsBoard must present on the webhook; `None` turns the webhook off.
     pub webhook_secret: Option<Secret>,
+    /// The admin API (decommission).
+    pub admin: Arc<decommission::AdminApi>,
+    /// Who answers `GET /api/crl`.
+    pub crl: Arc<crl::CrlSource>,
 }
 
 /// Builds the router. `state.max_body` bounds every request body.
@@ -42,6 +49,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/devices/{id}/renew", post(renew::renew))
         .route("/webhooks/thingsboard", post(webhook::thingsboard))
         .route("/healthz", get(healthz))
+        // Certificate life cycle: decommission (admin) and the CRL.
+        .route("/api/devices/{id}", delete(decommission::delete_device))
+        .route("/api/crl", get(crl::crl))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

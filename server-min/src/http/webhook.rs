@@ -14,12 +14,11 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use nexa_proto::{DeviceId, ErrorCode};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::AppState;
+use super::auth::secret_matches;
 use super::body::read_json;
 use super::error::{ApiError, internal};
-use crate::config::Secret;
 use crate::connect::ConnectError;
 use crate::hawkbit::HawkbitError;
 
@@ -114,19 +113,6 @@ fn invalid(message: &str) -> ApiError {
     )
 }
 
-/// Compares digests, so the time taken says nothing about how much of the secret matched.
-fn secret_matches(secret: &Secret, presented: Option<&[u8]>) -> bool {
-    let Some(presented) = presented else {
-        return false;
-    };
-    let want = Sha256::digest(secret.expose().as_bytes());
-    let got = Sha256::digest(presented);
-    want.iter()
-        .zip(got.iter())
-        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-        == 0
-}
-
 fn connect_error(e: ConnectError) -> ApiError {
     use StatusCode as S;
     let msg = e.to_string();
@@ -135,6 +121,9 @@ fn connect_error(e: ConnectError) -> ApiError {
             ApiError::new(S::NOT_FOUND, ErrorCode::DeviceUnknown, msg)
         }
         ConnectError::Revoked(_) => ApiError::new(S::FORBIDDEN, ErrorCode::DeviceRevoked, msg),
+        ConnectError::Decommissioned(_) => {
+            ApiError::new(S::FORBIDDEN, ErrorCode::DeviceDecommissioned, msg)
+        }
         ConnectError::NotEnrolled(_) => {
             ApiError::new(S::CONFLICT, ErrorCode::DeviceNotEnrolled, msg)
         }
@@ -152,15 +141,6 @@ fn connect_error(e: ConnectError) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secrets_compare_exactly() {
-        let s = Secret::new("0123456789abcdef".into());
-        assert!(secret_matches(&s, Some(b"0123456789abcdef")));
-        assert!(!secret_matches(&s, Some(b"0123456789abcde")));
-        assert!(!secret_matches(&s, Some(b"")));
-        assert!(!secret_matches(&s, None));
-    }
 
     #[test]
     fn fields_are_found_at_the_top_or_in_metadata() {

@@ -185,7 +185,7 @@ impl RenewService {
         match device.state.as_str() {
             devices::STATE_ENROLLED => {}
             devices::STATE_REVOKED => return Err(RenewError::Revoked(id.clone())),
-            "decommissioned" => return Err(RenewError::Decommissioned(id.clone())),
+            devices::STATE_DECOMMISSIONED => return Err(RenewError::Decommissioned(id.clone())),
             _ => return Err(RenewError::NotEnrolled(id.clone())),
         }
         let usable = match certificates::status_of(&mut conn, id.as_str(), serial)

@@ -26,6 +26,16 @@ impl FakeHawkbit {
         self.lock().update_calls
     }
 
+    /// Authenticated `DELETE /rest/v1/targets/{id}` calls so far (also those answered 404).
+    pub fn delete_calls(&self) -> usize {
+        self.lock().delete_calls
+    }
+
+    /// Controller ids whose target was deleted through the Management API, in order.
+    pub fn deleted_targets(&self) -> Vec<String> {
+        self.lock().deleted.clone()
+    }
+
     /// Management API calls refused with 401.
     pub fn unauthorized_calls(&self) -> usize {
         self.lock().unauthorized

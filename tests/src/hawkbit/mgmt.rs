@@ -249,9 +249,11 @@ pub(crate) async fn delete_target(
         return r;
     }
     let mut g = inner.lock().unwrap();
+    g.delete_calls += 1;
     match g.targets.remove(&id) {
         Some(_) => {
             g.ddi.controllers.remove(&id);
+            g.deleted.push(id);
             StatusCode::NO_CONTENT.into_response()
         }
         None => error(

@@ -110,6 +110,10 @@ struct Inner {
     /// Every `POST /rest/v1/targets` that passed authentication.
     create_calls: usize,
     update_calls: usize,
+    /// Every `DELETE /rest/v1/targets/{id}` that passed authentication.
+    delete_calls: usize,
+    /// Controller ids whose target was deleted through the Management API, in order.
+    deleted: Vec<String>,
     /// Answers with no effect, served before normal handling.
     failures: VecDeque<u16>,
     /// Calls refused for bad or missing credentials.
