@@ -7,11 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexa_proto::{DeviceId, EnrollRequest, EnrollResponse, ErrorBody};
+use nexa_proto::{DeviceId, EnrollRequest, EnrollResponse, RenewRequest, RenewResponse};
 use reqwest::{StatusCode, Url, header};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 use crate::config::BridgeSettings;
-use crate::trust::{PinMismatch, PinnedRootVerifier, client_config};
+use crate::trust::{ClientIdentity, PinMismatch, PinnedRootVerifier, client_config};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -80,13 +82,29 @@ pub struct BridgeClient {
 }
 
 impl BridgeClient {
+    /// A client that trusts only the pinned root and presents no certificate (enrollment).
     pub fn new(settings: &BridgeSettings) -> Result<Self, BridgeError> {
+        Self::build(settings, None)
+    }
+
+    /// A client that also authenticates with the device's certificate (mTLS, renewal).
+    pub fn with_identity(
+        settings: &BridgeSettings,
+        identity: ClientIdentity,
+    ) -> Result<Self, BridgeError> {
+        Self::build(settings, Some(identity))
+    }
+
+    fn build(
+        settings: &BridgeSettings,
+        identity: Option<ClientIdentity>,
+    ) -> Result<Self, BridgeError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let verifier = Arc::new(PinnedRootVerifier::new(
             settings.root_fingerprint,
             provider.clone(),
         ));
-        let tls = client_config(verifier.clone(), provider)
+        let tls = client_config(verifier.clone(), provider, identity)
             .map_err(|e| BridgeError::Tls(e.to_string()))?;
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
@@ -116,7 +134,42 @@ impl BridgeClient {
         id: &DeviceId,
         request: &EnrollRequest,
     ) -> Result<Enrolled, BridgeError> {
-        let url = self.url(&format!("api/devices/{id}/enroll"))?;
+        let (status, response) = self
+            .post_json(
+                &format!("api/devices/{id}/enroll"),
+                request,
+                "an enrollment response",
+            )
+            .await?;
+        Ok(Enrolled { status, response })
+    }
+
+    /// `POST api/devices/{id}/renew` (the client must have been built with the device's
+    /// identity).
+    pub async fn renew(
+        &self,
+        id: &DeviceId,
+        request: &RenewRequest,
+    ) -> Result<RenewResponse, BridgeError> {
+        let (_, response) = self
+            .post_json(
+                &format!("api/devices/{id}/renew"),
+                request,
+                "a renewal response",
+            )
+            .await?;
+        Ok(response)
+    }
+
+    /// Posts `request` as JSON; a 2xx body is parsed as `T` (`what` names it in errors), any
+    /// other answer is classified.
+    async fn post_json<R: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        request: &R,
+        what: &str,
+    ) -> Result<(StatusCode, T), BridgeError> {
+        let url = self.url(path)?;
         let resp = match self.http.post(url.clone()).json(request).send().await {
             Ok(r) => r,
             Err(e) => return Err(self.classify_send_error(&url, &e)),
@@ -133,20 +186,14 @@ impl BridgeClient {
             detail: chain(&e),
         })?;
         if status.is_success() {
-            let response: EnrollResponse =
+            let response: T =
                 serde_json::from_slice(&body).map_err(|e| BridgeError::BadResponse {
                     status,
-                    detail: format!("not an enrollment response: {e}"),
+                    detail: format!("not {what}: {e}"),
                 })?;
-            return Ok(Enrolled { status, response });
+            return Ok((status, response));
         }
-        let (code, message) = match serde_json::from_slice::<ErrorBody>(&body) {
-            Ok(b) => (b.error.code.as_str().to_owned(), b.error.message),
-            Err(_) => (
-                "unknown".to_owned(),
-                String::from_utf8_lossy(&body).chars().take(300).collect(),
-            ),
-        };
+        let (code, message) = error_of(&body);
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(BridgeError::Unavailable {
                 status,
@@ -178,6 +225,29 @@ impl BridgeClient {
             url: url.to_string(),
             detail: chain(e),
         }
+    }
+}
+
+/// The code and message of an error body, `{"error":{"code","message"}}`. Codes this agent
+/// does not know yet are kept as sent; a body that is not the contract becomes `unknown` with
+/// its first 300 characters.
+fn error_of(body: &[u8]) -> (String, String) {
+    #[derive(Deserialize)]
+    struct Body {
+        error: Detail,
+    }
+    #[derive(Deserialize)]
+    struct Detail {
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Body>(body) {
+        Ok(b) => (b.error.code, b.error.message),
+        Err(_) => (
+            "unknown".to_owned(),
+            String::from_utf8_lossy(body).chars().take(300).collect(),
+        ),
     }
 }
 
@@ -213,4 +283,24 @@ fn rustls_error<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rust
         cur = err.source();
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_bodies_keep_unknown_codes_and_quote_foreign_ones() {
+        let (code, message) =
+            error_of(br#"{"error":{"code":"device_revoked","message":"revoked by ops"}}"#);
+        assert_eq!(
+            (code.as_str(), message.as_str()),
+            ("device_revoked", "revoked by ops")
+        );
+        let (code, _) = error_of(br#"{"error":{"code":"some_future_code","message":"x"}}"#);
+        assert_eq!(code, "some_future_code");
+        let (code, message) = error_of(b"<html>bad gateway</html>");
+        assert_eq!(code, "unknown");
+        assert!(message.contains("bad gateway"));
+    }
 }

@@ -8,6 +8,11 @@
 //! /certs/hawkbit.token  0600  hawkBit target token, when the bridge provisions hawkBit
 //! /certs/enrolled       0644  idempotency flag (JSON), written last
 //! /certs/.staging/      0700  keys generated for an enrollment not yet completed
+//! /certs/device.key.new 0600  renewal: the new key, until promoted (`renew::stage`)
+//! /certs/device.crt.new 0644  renewal: the new certificate, until promoted
+//! /certs/ca-chain.crt.new 0644 renewal: the new chain, only when it differs
+//! /certs/renew.commit   0644  renewal: the promotion is decided (JSON); roll forward
+//! /certs/revoked        0644  the bridge revoked this device (JSON); the profile is unusable
 //! ```
 //!
 //! Invariants: keys are generated and written to `.staging` before the bridge is called, so a
@@ -110,6 +115,30 @@ impl CertsDir {
     }
     pub fn staging(&self) -> PathBuf {
         self.root.join(".staging")
+    }
+    /// The directory itself.
+    pub fn root(&self) -> &std::path::Path {
+        &self.root
+    }
+    /// A renewal's new key, before promotion.
+    pub fn device_key_new(&self) -> PathBuf {
+        self.root.join("device.key.new")
+    }
+    /// A renewal's new certificate, before promotion.
+    pub fn device_cert_new(&self) -> PathBuf {
+        self.root.join("device.crt.new")
+    }
+    /// A renewal's new CA chain (only when it differs from the current one).
+    pub fn ca_chain_new(&self) -> PathBuf {
+        self.root.join("ca-chain.crt.new")
+    }
+    /// Present while a decided renewal is being promoted.
+    pub fn renew_commit(&self) -> PathBuf {
+        self.root.join("renew.commit")
+    }
+    /// The durable "revoked by the bridge" marker.
+    pub fn revoked_marker(&self) -> PathBuf {
+        self.root.join("revoked")
     }
     fn staged_device_key(&self) -> PathBuf {
         self.staging().join("device.key")
@@ -262,6 +291,9 @@ impl CertsDir {
             write_atomic(path, bytes, *mode)?;
             written.push(path.clone());
         }
+        // The bridge has just accepted this device again (an operator authorized it), so an
+        // earlier revocation marker no longer applies.
+        remove_if_present(&self.revoked_marker(), &self.root)?;
         // Before the flag: a set whose flag is written never pairs with a stale token.
         match set.hawkbit_token {
             Some(token) => {
@@ -302,7 +334,7 @@ pub struct WorkingSet<'a> {
 }
 
 /// Removes `path` (and syncs `dir`) unless it is already absent.
-fn remove_if_present(path: &std::path::Path, dir: &std::path::Path) -> Result<(), FsError> {
+pub fn remove_if_present(path: &std::path::Path, dir: &std::path::Path) -> Result<(), FsError> {
     match std::fs::remove_file(path) {
         Ok(()) => sync_dir(dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
@@ -369,8 +401,11 @@ mod tests {
             .mode();
         assert_eq!(mode & 0o777, MODE_SECRET);
 
-        // An enrollment without hawkBit leaves no stale token behind.
+        // An enrollment without hawkBit leaves no stale token behind, and an accepted
+        // enrollment lifts an earlier revocation.
+        std::fs::write(certs.revoked_marker(), "{}").unwrap();
         let written = install(&certs, None);
+        assert!(!certs.revoked_marker().exists());
         assert!(!certs.hawkbit_token().exists());
         assert!(!written.contains(&certs.hawkbit_token()));
         install(&certs, None);

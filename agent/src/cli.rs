@@ -1,5 +1,7 @@
 //! Command line of `nexa-agent`: argument types, dispatch and what each command prints.
 
+mod cert;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,9 +21,11 @@ use nexa_wg::{KernelLink, show};
 use std::time::SystemTime;
 
 const EXIT_HELP: &str = "Exit status: 0 success (or already enrolled); 1 local failure, or for `status` \
-not enrolled; 2 usage or configuration error; 3 the bridge refused (4xx); 4 the bridge or its answer \
+not enrolled (or revoked); 2 usage or configuration error; 3 the bridge refused (4xx), or revoked this \
+device (`wg up` then refuses too); 4 the bridge or its answer \
 is not trusted (fingerprint or chain mismatch); 5 the bridge stayed unreachable or unavailable; \
-6 the WireGuard interface could not be configured (enrollment, if any, is kept).";
+6 the WireGuard interface could not be configured (enrollment, if any, is kept). \
+`cert needs-renewal` has its own: 0 due, 1 not yet, 2 error.";
 
 #[derive(Debug, Parser)]
 #[command(name = "nexa-agent", version, about = "Nexa device agent", after_help = EXIT_HELP)]
@@ -156,8 +160,34 @@ pub enum Command {
     /// The WireGuard interface described by /certs/wg0.conf.
     #[command(subcommand)]
     Wg(WgCommand),
-    /// Run the agent: enroll if needed, keep the tunnel up, hold the MQTT session (until SIGTERM).
+    /// Run the agent: enroll if needed, keep the tunnel up, hold the MQTT session, renew the
+    /// certificate when due (until SIGTERM).
     Run,
+    /// The device certificate: when it is renewed, renewing it now.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Says whether the device certificate is due for renewal (for timers and scripts).
+    #[command(after_help = cert::NEEDS_RENEWAL_HELP)]
+    NeedsRenewal,
+    /// Renews the device certificate with a new key if it is due (see `status` for when).
+    #[command(after_help = cert::RENEW_HELP)]
+    Renew {
+        /// Renew now even if it is not due yet.
+        #[arg(long)]
+        force: bool,
+        /// Keep retrying an unreachable or unavailable bridge this long (0: try once).
+        #[arg(
+            long,
+            env = "NEXA_RENEW_RETRY_FOR",
+            default_value = "5m",
+            value_name = "DURATION"
+        )]
+        retry_for: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -215,21 +245,9 @@ pub async fn run(cli: Cli) -> ExitCode {
     let sysroot = PathBuf::from("/");
     match cli.command {
         Command::Enroll { force, retry_for } => {
-            let give_up_after = if retry_for.trim() == "0" {
-                Duration::ZERO
-            } else {
-                match parse_duration(&retry_for) {
-                    Ok(d) => d,
-                    Err(e) => {
-                        eprintln!("nexa-agent: --retry-for / NEXA_ENROLL_RETRY_FOR: {e}");
-                        return ExitCode::from(exit::USAGE);
-                    }
-                }
-            };
-            let backoff = Backoff {
-                initial: Duration::from_secs(1),
-                max: Duration::from_secs(60),
-                give_up_after,
+            let backoff = match bridge_backoff(&retry_for, "NEXA_ENROLL_RETRY_FOR") {
+                Ok(b) => b,
+                Err(code) => return code,
             };
             match enroll(
                 &cfg,
@@ -253,6 +271,18 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
         }
         Command::Wg(WgCommand::Up) => tunnel_up(&cfg),
+        Command::Cert(CertCommand::NeedsRenewal) => cert::needs_renewal(&cfg),
+        Command::Cert(CertCommand::Renew { force, retry_for }) => {
+            let backoff = match bridge_backoff(&retry_for, "NEXA_RENEW_RETRY_FOR") {
+                Ok(b) => b,
+                Err(code) => return code,
+            };
+            match cert::renew(&cfg, force, backoff, sysroot).await {
+                Ok(true) if cfg.manage_wireguard => tunnel_up(&cfg),
+                Ok(_) => ExitCode::SUCCESS,
+                Err(code) => code,
+            }
+        }
         Command::Run => match crate::daemon::run(cfg, crate::daemon::RunOptions::default()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
@@ -313,9 +343,30 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-/// Reconciles the interface with /certs and says what changed.
+/// Retries of the bridge for `--retry-for` (`env` names its variable in the error).
+fn bridge_backoff(retry_for: &str, env: &str) -> Result<Backoff, ExitCode> {
+    let give_up_after = if retry_for.trim() == "0" {
+        Duration::ZERO
+    } else {
+        parse_duration(retry_for).map_err(|e| {
+            eprintln!("nexa-agent: --retry-for / {env}: {e}");
+            ExitCode::from(exit::USAGE)
+        })?
+    };
+    Ok(Backoff {
+        initial: Duration::from_secs(1),
+        max: Duration::from_secs(60),
+        give_up_after,
+    })
+}
+
+/// Reconciles the interface with /certs and says what changed. A revoked device's tunnel
+/// stays down.
 fn tunnel_up(cfg: &AgentConfig) -> ExitCode {
     let certs = CertsDir::new(&cfg.certs_dir);
+    if let Err(e) = crate::renew::ensure_not_revoked(&certs) {
+        return fail(&e.into());
+    }
     match tunnel::up(&KernelLink::new(), &certs, &cfg.wg_interface) {
         Ok(plan) if plan.is_empty() => {
             println!("interface {} already matches the profile", cfg.wg_interface);
@@ -330,12 +381,12 @@ fn tunnel_up(cfg: &AgentConfig) -> ExitCode {
     }
 }
 
-fn fail(e: &AgentError) -> ExitCode {
+pub(crate) fn fail(e: &AgentError) -> ExitCode {
     eprintln!("nexa-agent: {e}");
     e.to_exit_code()
 }
 
-fn print_outcome(outcome: &EnrollOutcome) {
+pub(crate) fn print_outcome(outcome: &EnrollOutcome) {
     match outcome {
         EnrollOutcome::AlreadyEnrolled { id, flag, cert } => {
             println!(

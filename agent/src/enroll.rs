@@ -1,7 +1,8 @@
 //! `nexa-agent enroll`: from nothing (or a broken set) to a complete, verified certs directory.
 //!
-//! 1. Resolve the device id and check the certs directory; a valid set ends here (exit 0, no
-//!    request) unless `--force`.
+//! 1. Resolve the device id, take the certs lock (`renew::lock`; held to the end), finish or
+//!    drop an interrupted renewal (`renew::stage::recover`), and check the certs directory; a
+//!    valid set ends here (exit 0, no request) unless `--force`.
 //! 2. Choose keys: staged keys from an unfinished attempt, else (without `--force`) the working
 //!    set's keys when its certificate is still this device's, else fresh ones. Persist them to
 //!    `.staging` *before* calling the bridge.
@@ -11,7 +12,7 @@
 //! 5. Write the working set atomically, `enrolled` last, then drop `.staging`.
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use nexa_proto::wireguard::render_wg_quick;
 use nexa_proto::{DeviceId, EnrollRequest, WgPublicKey};
@@ -19,14 +20,18 @@ use reqwest::StatusCode;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use crate::atomic::ensure_dir;
 use crate::backoff::Backoff;
 use crate::bridge::{BridgeClient, BridgeError, Enrolled};
-use crate::certs::{CertsDir, Current, EnrolledFlag, FLAG_VERSION, WorkingSet};
+use crate::certs::{CertsDir, CertsError, Current, EnrolledFlag, FLAG_VERSION, WorkingSet};
 use crate::config::AgentConfig;
 use crate::device_id::{IdSource, resolve_device_id};
 use crate::error::AgentError;
 use crate::hawkbit::settings::Announced;
 use crate::keys::{DeviceKey, WgKeyPair};
+use crate::renew::RenewError;
+use crate::renew::lock::CertsLock;
+use crate::renew::stage::recover;
 use crate::verify::CertFacts;
 use zeroize::Zeroizing;
 
@@ -71,6 +76,13 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
     let bridge = cfg.bridge()?;
     let (id, id_source) = resolve_device_id(&opts.sysroot, cfg.device_id.as_deref())?;
     let certs = CertsDir::new(&cfg.certs_dir);
+    // One writer of /certs at a time (a renewal may be running in the daemon); an interrupted
+    // renewal is resolved before anything is read.
+    ensure_dir(certs.root(), 0o755).map_err(CertsError::from)?;
+    let _lock = CertsLock::acquire(certs.root())
+        .await
+        .map_err(CertsError::from)?;
+    recover(&certs).map_err(RenewError::from)?;
     let current = certs.check(Some(&id), Some(bridge.root_fingerprint), SystemTime::now())?;
     let staged = certs.staged_keys()?;
     let working = certs.current_keys()?;
@@ -243,28 +255,17 @@ fn working_cert_is_ours(certs: &CertsDir, id: &DeviceId, key: &DeviceKey) -> boo
     cn_ok && cert.public_key().raw == key.spki_der().as_slice()
 }
 
-async fn with_retry<T, F, Fut>(backoff: Backoff, mut call: F) -> Result<T, BridgeError>
+async fn with_retry<T, F, Fut>(backoff: Backoff, call: F) -> Result<T, BridgeError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, BridgeError>>,
 {
-    let start = Instant::now();
-    let mut attempt = 0u32;
-    loop {
-        match call().await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retryable() => {
-                let delay = backoff.delay(attempt, e.retry_after());
-                if start.elapsed() + delay > backoff.give_up_after {
-                    return Err(e);
-                }
-                tracing::warn!(attempt = attempt + 1, delay_ms = delay.as_millis() as u64, error = %e, "bridge unavailable; retrying");
-                tokio::time::sleep(delay).await;
-                attempt = attempt.saturating_add(1);
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    crate::backoff::retry(
+        backoff,
+        |e: &BridgeError| e.is_retryable().then(|| e.retry_after()),
+        call,
+    )
+    .await
 }
 
 fn read_first_line(path: &Path) -> Option<String> {

@@ -7,6 +7,7 @@ use crate::certs::CertsError;
 use crate::config::ConfigError;
 use crate::device_id::ResolveIdError;
 use crate::keys::KeyError;
+use crate::renew::RenewError;
 use crate::tunnel::TunnelError;
 use crate::verify::VerifyError;
 
@@ -52,6 +53,8 @@ pub enum AgentError {
     MqttTls(crate::mqtt::tls::TlsSetupError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(transparent)]
+    Renew(#[from] RenewError),
 }
 
 impl AgentError {
@@ -71,6 +74,8 @@ impl AgentError {
             AgentError::Tunnel(TunnelError::NotEnrolled(_)) => exit::FAILURE,
             AgentError::Tunnel(_) => exit::TUNNEL,
             AgentError::MqttTls(_) | AgentError::Signals(_) => exit::FAILURE,
+            AgentError::Renew(RenewError::Revoked { .. }) => exit::REFUSED,
+            AgentError::Renew(_) => exit::FAILURE,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod hawkbit;
 pub mod keys;
 pub mod mqtt;
 pub mod rauc;
+pub mod renew;
 pub mod runstate;
 pub mod sdnotify;
 pub mod status;

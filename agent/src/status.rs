@@ -7,16 +7,20 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::certs::{CertsDir, Current};
+use crate::certs::{CertsDir, CertsError, Current};
 use crate::config::AgentConfig;
 use crate::device_id::resolve_device_id;
 use crate::error::AgentError;
+use crate::renew::policy::Policy;
+use crate::renew::revoked::{self, Revoked};
+use crate::renew::{CurrentCert, recover_if_idle};
 use crate::runstate::{RunState, read_live};
 
 /// The status report (`status --json` prints it as is).
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    /// `enrolled`, `not_enrolled` or `invalid`.
+    /// `enrolled`, `not_enrolled`, `invalid` or `revoked` (the bridge revoked the device;
+    /// see `revoked`).
     pub state: &'static str,
     pub device_id: Option<String>,
     pub certs_dir: String,
@@ -26,6 +30,10 @@ pub struct Status {
     pub certificate: Option<CertStatus>,
     /// Keys staged by an enrollment that has not completed.
     pub enrollment_pending: bool,
+    /// A renewed pair is staged and not yet promoted (a renewal is under way).
+    pub renewal_pending: bool,
+    /// The revocation marker: the local profile is unusable.
+    pub revoked: Option<Revoked>,
     pub reason: Option<String>,
     /// The running `nexa-agent run`, if there is one.
     pub daemon: Option<RunState>,
@@ -37,6 +45,10 @@ pub struct CertStatus {
     pub not_before: String,
     pub not_after: String,
     pub expires_in_seconds: i64,
+    /// When the agent renews it (RFC 3339; 2/3 of the lifetime less a per-certificate jitter).
+    pub renew_at: String,
+    /// Seconds until then; zero or less: due now.
+    pub renew_in_seconds: i64,
 }
 
 impl Status {
@@ -52,7 +64,11 @@ pub fn status(cfg: &AgentConfig, sysroot: &Path) -> Result<Status, AgentError> {
         .ok()
         .map(|(id, _)| id);
     let certs = CertsDir::new(&cfg.certs_dir);
+    if let Err(e) = recover_if_idle(&certs) {
+        tracing::warn!(error = %e, "cannot resolve an interrupted renewal");
+    }
     let enrollment_pending = certs.staging().join("device.key").is_file();
+    let revoked = revoked::read(&certs).map_err(CertsError::from)?;
     let now = OffsetDateTime::now_utc();
     let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
     let mut st = Status {
@@ -64,6 +80,8 @@ pub fn status(cfg: &AgentConfig, sysroot: &Path) -> Result<Status, AgentError> {
         profile_revision: None,
         certificate: None,
         enrollment_pending,
+        renewal_pending: certs.device_key_new().is_file(),
+        revoked: None,
         reason: None,
         daemon: read_live(&cfg.state_dir),
     };
@@ -75,11 +93,18 @@ pub fn status(cfg: &AgentConfig, sysroot: &Path) -> Result<Status, AgentError> {
             st.bridge = Some(flag.bridge);
             st.address = Some(flag.address);
             st.profile_revision = Some(flag.profile_revision);
+            let renew_at = CurrentCert::read(&certs)
+                .map(|c| {
+                    Policy::default().renewal_time(c.facts.not_before, c.facts.not_after, c.seed)
+                })
+                .unwrap_or(cert.not_after);
             st.certificate = Some(CertStatus {
                 serial: cert.serial_hex,
                 not_before: fmt(cert.not_before),
                 not_after: fmt(cert.not_after),
                 expires_in_seconds: (cert.not_after - now).whole_seconds(),
+                renew_at: fmt(renew_at),
+                renew_in_seconds: (renew_at - now).whole_seconds(),
             });
         }
         Current::Missing => {}
@@ -88,7 +113,39 @@ pub fn status(cfg: &AgentConfig, sysroot: &Path) -> Result<Status, AgentError> {
             st.reason = Some(reason);
         }
     }
+    if let Some(r) = revoked {
+        st.state = "revoked";
+        st.reason = Some(r.describe());
+        st.revoked = Some(r);
+    }
     Ok(st)
+}
+
+/// When the certificate is renewed, for people.
+fn renewal_line(c: &CertStatus, revoked: bool) -> String {
+    if revoked {
+        return format!("none (revoked); it would have been at {}", c.renew_at);
+    }
+    if c.expires_in_seconds < 0 {
+        return "too late: the certificate expired; `nexa-agent cert renew` re-enrolls".into();
+    }
+    if c.renew_in_seconds <= 0 {
+        return format!("due now (since {})", c.renew_at);
+    }
+    format!("at {} (in {})", c.renew_at, span(c.renew_in_seconds))
+}
+
+/// A duration in the largest unit that keeps it at two or more.
+fn span(s: i64) -> String {
+    if s >= 2 * 86_400 {
+        format!("{} days", s / 86_400)
+    } else if s >= 2 * 3600 {
+        format!("{} hours", s / 3600)
+    } else if s >= 120 {
+        format!("{} minutes", s / 60)
+    } else {
+        format!("{s} seconds")
+    }
 }
 
 /// Human-readable rendering.
@@ -101,6 +158,10 @@ pub fn render(st: &Status) -> String {
             "invalid ({})",
             st.reason.as_deref().unwrap_or("unknown reason")
         ),
+        "revoked" => format!(
+            "REVOKED ({}); the tunnel stays down; re-enrolling needs an operator's authorization",
+            st.reason.as_deref().unwrap_or("unknown reason")
+        ),
         _ => "not enrolled".to_owned(),
     };
     out.push_str(&format!("state:        {state}\n"));
@@ -110,15 +171,18 @@ pub fn render(st: &Status) -> String {
     out.push_str(&format!("address:      {}\n", dash(&st.address)));
     match &st.certificate {
         Some(c) => {
-            let days = c.expires_in_seconds / 86_400;
             let when = if c.expires_in_seconds < 0 {
                 "EXPIRED".to_owned()
             } else {
-                format!("expires in {days} days")
+                format!("expires in {}", span(c.expires_in_seconds))
             };
             out.push_str(&format!(
                 "certificate:  serial {}, not after {} ({when})\n",
                 c.serial, c.not_after
+            ));
+            out.push_str(&format!(
+                "renewal:      {}\n",
+                renewal_line(c, st.revoked.is_some())
             ));
         }
         None => out.push_str("certificate:  -\n"),
@@ -139,8 +203,81 @@ pub fn render(st: &Status) -> String {
         }
         None => out.push_str("daemon:       not running\n"),
     }
+    if st.renewal_pending {
+        out.push_str("pending:      a renewed certificate is staged and not yet in use\n");
+    }
     if st.enrollment_pending {
         out.push_str("pending:      keys are staged for an enrollment that has not completed; run `nexa-agent enroll`\n");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+    use crate::renew::testpki::{Pki, enrolled, key};
+
+    fn config(certs: &std::path::Path, state: &std::path::Path, pin: &str) -> AgentConfig {
+        AgentConfig::load(
+            &certs.join("absent.toml"),
+            false,
+            Overrides {
+                certs_dir: Some(certs.to_owned()),
+                state_dir: Some(state.to_owned()),
+                device_id: Some("dev-1".into()),
+                root_fingerprint: Some(pin.into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn shows_the_renewal_time_and_the_revocation() {
+        let tmp = tempfile::tempdir().unwrap();
+        let certs_dir = tmp.path().join("certs");
+        let certs = CertsDir::new(&certs_dir);
+        let pki = Pki::new();
+        let k = key();
+        let nb = OffsetDateTime::now_utc() - time::Duration::days(1);
+        let cert = pki.device("dev-1", &k, nb, nb + time::Duration::days(30));
+        enrolled(&certs, &pki, "dev-1", &cert, &k);
+        let cfg = config(
+            &certs_dir,
+            &tmp.path().join("run"),
+            &pki.fingerprint.to_string(),
+        );
+
+        let st = status(&cfg, tmp.path()).unwrap();
+        assert_eq!(st.state, "enrolled");
+        let c = st.certificate.clone().unwrap();
+        let at = OffsetDateTime::parse(&c.renew_at, &Rfc3339).unwrap();
+        assert!(
+            at >= nb + time::Duration::days(17) && at <= nb + time::Duration::days(20),
+            "{at}"
+        );
+        assert!(c.renew_in_seconds > 15 * 86_400);
+        let text = render(&st);
+        assert!(
+            text.contains("renewal:      at ") && text.contains("days)"),
+            "{text}"
+        );
+
+        revoked::write(
+            &certs,
+            &Revoked::now("device_revoked", "stolen", Some(&c.serial)),
+        )
+        .unwrap();
+        let st = status(&cfg, tmp.path()).unwrap();
+        assert_eq!(st.state, "revoked");
+        assert!(!st.is_enrolled());
+        assert_eq!(st.revoked.as_ref().unwrap().code, "device_revoked");
+        let text = render(&st);
+        assert!(
+            text.contains("REVOKED") && text.contains("stolen"),
+            "{text}"
+        );
+        assert!(text.contains("renewal:      none (revoked)"), "{text}");
+    }
 }

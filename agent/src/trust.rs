@@ -12,7 +12,7 @@ use nexa_proto::Fingerprint;
 use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 /// The root the bridge presented when it was not the pinned one.
@@ -121,16 +121,24 @@ impl ServerCertVerifier for PinnedRootVerifier {
     }
 }
 
-/// A rustls client configuration trusting only the pinned root.
+/// A certificate chain (leaf first) and its private key, presented to the server.
+pub type ClientIdentity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
+
+/// A rustls client configuration trusting only the pinned root; with `identity`, it also
+/// authenticates with that certificate (mTLS, for renewals).
 pub fn client_config(
     verifier: Arc<PinnedRootVerifier>,
     provider: Arc<CryptoProvider>,
+    identity: Option<ClientIdentity>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
 }

@@ -117,15 +117,44 @@ pub fn verify_device_cert(
     if cert.public_key().raw != device_spki {
         return Err(VerifyError::KeyMismatch);
     }
+    Ok(facts_of(&cert))
+}
+
+fn facts_of(cert: &X509Certificate<'_>) -> CertFacts {
     let to_time = |t: x509_parser::time::ASN1Time| t.to_datetime();
     let serial = cert.tbs_certificate.raw_serial();
     let start = serial
         .iter()
         .position(|b| *b != 0)
         .unwrap_or(serial.len().saturating_sub(1));
-    Ok(CertFacts {
+    CertFacts {
         serial_hex: serial[start..].iter().map(|b| format!("{b:02x}")).collect(),
         not_before: to_time(cert.validity().not_before),
         not_after: to_time(cert.validity().not_after),
+    }
+}
+
+/// What a certificate says about itself, read without verifying anything: for deciding when
+/// to renew and for matching a key to a certificate. Never a reason to trust it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inspected {
+    pub facts: CertFacts,
+    /// DER SubjectPublicKeyInfo.
+    pub spki: Vec<u8>,
+    /// The certificate's DER encoding.
+    pub der: Vec<u8>,
+}
+
+/// Reads the first certificate of `pem`; `what` names it in errors (usually the file).
+pub fn inspect(pem: &str, what: &str) -> Result<Inspected, VerifyError> {
+    let der = certs(pem, what)?.swap_remove(0);
+    let (_, cert) = X509Certificate::from_der(&der).map_err(|e| VerifyError::BadCertificate {
+        what: what.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(Inspected {
+        facts: facts_of(&cert),
+        spki: cert.public_key().raw.to_vec(),
+        der: der.to_vec(),
     })
 }

@@ -32,6 +32,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8443";
 pub const DEFAULT_WG_SUBNET: &str = "10.8.0.0/24";
 pub const DEFAULT_WG_PORT: u16 = 51820;
 pub const DEFAULT_CERT_LIFETIME: &str = "30d";
+/// Shortest device certificate lifetime accepted.
+pub const MIN_CERT_LIFETIME: Duration = Duration::from_secs(60);
 pub const DEFAULT_KEEPALIVE: u16 = 25;
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
 pub const DEFAULT_ORG: &str = "Nexa";
@@ -347,6 +349,11 @@ impl Settings {
             .or(file.cert_lifetime)
             .unwrap_or_else(|| DEFAULT_CERT_LIFETIME.into());
         let cert_lifetime = parse_duration(&lifetime).map_err(ConfigError::CertLifetime)?;
+        if cert_lifetime < MIN_CERT_LIFETIME {
+            return Err(ConfigError::CertLifetime(format!(
+                "{lifetime:?} is shorter than the minimum of 1m (devices renew at two thirds of it)"
+            )));
+        }
         let org = args
             .org
             .clone()

@@ -2,7 +2,8 @@
 //! retrying if it cannot: degraded, not dead), then holds an MQTT session to the broker with the
 //! device certificate and speaks the ThingsBoard device API: client attributes on every connect,
 //! telemetry every interval (queued while offline), shared-attribute updates, server-side RPC.
-//! The broker being down never ends the process; SIGTERM/SIGINT end it within a second.
+//! The certificate is renewed when due (`daemon::renewal`). The broker being down never ends
+//! the process; SIGTERM/SIGINT end it within a second.
 
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -30,13 +31,16 @@ use crate::tunnel;
 
 mod facts;
 mod ota;
+mod renewal;
 mod rpc;
 mod session;
 
 use facts::{boot_slot, os_release};
 use nexa_proto::DeviceId;
 use nexa_wg::{KernelLink, WgLink};
+use renewal::{Adoption, RenewEvent};
 use session::{disconnect, session};
+use tokio::sync::{mpsc, watch};
 
 /// How the daemon behaves; defaults suit a device.
 #[derive(Debug, Clone)]
@@ -50,6 +54,13 @@ pub struct RunOptions {
     pub tunnel_retry: Duration,
     /// How often `/certs` is looked at for a new enrollment (a field tech's `enroll --force`).
     pub certs_check: Duration,
+    /// Longest sleep of the renewal task before it looks at the clock and `/certs` again.
+    pub renew_recheck: Duration,
+    /// Wait after a refused renewal, a failed re-enrollment or a renewed pair the broker did
+    /// not accept.
+    pub renew_after_refusal: Duration,
+    /// How long the broker has to accept a renewed pair.
+    pub renew_probe_timeout: Duration,
 }
 
 impl Default for RunOptions {
@@ -60,6 +71,9 @@ impl Default for RunOptions {
             queue_capacity: 1000,
             tunnel_retry: Duration::from_secs(60),
             certs_check: Duration::from_secs(30),
+            renew_recheck: Duration::from_secs(600),
+            renew_after_refusal: Duration::from_secs(900),
+            renew_probe_timeout: crate::renew::probe::DEFAULT_TIMEOUT,
         }
     }
 }
@@ -70,6 +84,8 @@ enum Tunnel {
     Up,
     Disabled,
     Degraded(String),
+    /// The bridge revoked the device: down, and never brought up again by this process.
+    Revoked(String),
 }
 
 impl Tunnel {
@@ -78,6 +94,7 @@ impl Tunnel {
             Tunnel::Up => "up",
             Tunnel::Disabled => "disabled",
             Tunnel::Degraded(_) => "degraded",
+            Tunnel::Revoked(_) => "revoked",
         }
     }
 }
@@ -110,6 +127,12 @@ struct Daemon {
     ota_error: Option<String>,
     /// A new enrollment (certificate, hawkBit token) awaits an idle engine to be taken up.
     ota_restart: bool,
+    /// The certificate renewal task.
+    renewal: Option<tokio::task::JoinHandle<()>>,
+    /// Where the renewal task sends its requests.
+    renew_tx: mpsc::Sender<RenewEvent>,
+    /// The serial in use; the renewal task looks again when it changes.
+    serial: watch::Sender<String>,
 }
 
 /// Runs until SIGTERM/SIGINT. Errors only for what waiting cannot fix: bad configuration, a
@@ -147,6 +170,8 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
 
     let certs = CertsDir::new(&cfg.certs_dir);
     let (client, mut events) = session(&id, &broker, &certs, &cfg)?;
+    let (renew_tx, mut renew_rx) = mpsc::channel(1);
+    let serial = watch::Sender::new(flag.serial.clone());
 
     let mut d = Daemon {
         opts: opts.clone(),
@@ -172,10 +197,21 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         ota: None,
         ota_error: None,
         ota_restart: false,
+        renewal: None,
+        renew_tx,
+        serial,
         cfg,
     };
     d.save_state();
-    d.tunnel_up().await;
+    match crate::renew::revoked::read(&d.certs) {
+        Ok(Some(revoked)) => d.on_revoked(&revoked).await,
+        Ok(None) => d.tunnel_up().await,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the revocation marker; the tunnel stays down");
+            d.tunnel = Tunnel::Degraded(e.to_string());
+        }
+    }
+    d.start_renewal();
     let mut ota_status = d.start_ota();
     tracing::info!(device = %id, broker = %d.broker, "agent running");
 
@@ -239,6 +275,34 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
                 }
                 d.save_state();
             }
+            Some(ev) = renew_rx.recv() => match ev {
+                RenewEvent::Staged { staged, lock, done } => {
+                    // Up to the probe timeout: keep the watchdog fed and SIGTERM prompt.
+                    let adopt = d.adopt(&id, staged, &mut events);
+                    tokio::pin!(adopt);
+                    let adopted = loop {
+                        tokio::select! {
+                            adopted = &mut adopt => break Some(adopted),
+                            _ = watchdog.tick(), if notifier.watchdog_every().is_some() => notifier.notify("WATCHDOG=1"),
+                            _ = term.recv() => break None,
+                            _ = int.recv() => break None,
+                        }
+                    };
+                    let Some(adopted) = adopted else { break };
+                    drop(lock);
+                    if adopted == Adoption::InUse {
+                        attempt = 0;
+                        backoff = None;
+                    }
+                    let _ = done.send(adopted);
+                }
+                RenewEvent::ReEnrolled => {
+                    if let Err(why) = d.sync().await {
+                        tracing::warn!(error = %why, "the re-enrollment in /certs is not usable yet");
+                    }
+                }
+                RenewEvent::Revoked(revoked) => d.on_revoked(&revoked).await,
+            },
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
@@ -280,6 +344,9 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     tracing::info!("stopping");
     if let Some(o) = &d.ota {
         o.stop();
+    }
+    if let Some(t) = &d.renewal {
+        t.abort();
     }
     notifier.notify("STOPPING=1");
     d.state_file.remove();
@@ -386,6 +453,9 @@ impl Daemon {
     /// use when the directory does not hold a complete, verified set.
     fn reload_identity(&mut self) -> Result<bool, String> {
         let id = DeviceId::parse(&self.flag.device_id).map_err(|e| e.to_string())?;
+        if let Err(e) = crate::renew::recover_if_idle(&self.certs) {
+            tracing::warn!(error = %e, "cannot resolve an interrupted renewal");
+        }
         let flag = match self.certs.check(Some(&id), None, SystemTime::now()) {
             Ok(Current::Valid { flag, .. }) => *flag,
             Ok(Current::Missing) => {
@@ -409,11 +479,19 @@ impl Daemon {
         self.broker = broker;
         self.rebuild = true;
         self.ota_restart = true;
+        self.serial.send_replace(self.flag.serial.clone());
+        if matches!(self.tunnel, Tunnel::Revoked(_))
+            && matches!(crate::renew::revoked::read(&self.certs), Ok(None))
+        {
+            tracing::info!("the device was enrolled again after its revocation");
+            self.tunnel = Tunnel::Degraded("enrolled again after a revocation".into());
+        }
+        self.start_renewal();
         Ok(true)
     }
 
     async fn tunnel_up(&mut self) {
-        if self.tunnel == Tunnel::Disabled {
+        if matches!(self.tunnel, Tunnel::Disabled | Tunnel::Revoked(_)) {
             return;
         }
         let link = self.link.clone();
@@ -529,6 +607,7 @@ impl Daemon {
         };
         let tunnel = match &self.tunnel {
             Tunnel::Degraded(why) => Part::new("degraded", None, Some(why)),
+            Tunnel::Revoked(why) => Part::new("revoked", None, Some(why)),
             other => Part::new(other.label(), None, None),
         };
         let st = RunState {

@@ -56,17 +56,59 @@ fn certs(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>
     Ok(list)
 }
 
+/// Where a TLS client identity is read from: the current pair in `/certs`, or a renewal's
+/// staged pair before it is promoted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityFiles {
+    pub key: PathBuf,
+    pub cert: PathBuf,
+    /// Issuing CA(s) first, root last.
+    pub chain: PathBuf,
+}
+
+impl IdentityFiles {
+    /// The current pair: `device.key`, `device.crt`, `ca-chain.crt`.
+    pub fn current(certs_dir: &CertsDir) -> Self {
+        Self {
+            key: certs_dir.device_key(),
+            cert: certs_dir.device_cert(),
+            chain: certs_dir.ca_chain(),
+        }
+    }
+}
+
+/// Whether the CA chain must be readable to present an identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Chain {
+    Required,
+    /// Present the leaf alone when the chain file is missing or holds no certificate.
+    IfPresent,
+}
+
 /// The device's TLS client identity from `/certs`: leaf, then the CA chain, and the key.
 /// Also used for hawkBit's certificate authentication.
 pub fn client_identity(
     certs_dir: &CertsDir,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
-    let mut presented = certs(&certs_dir.device_cert(), "certificate")?;
-    presented.extend(certs(&certs_dir.ca_chain(), "CA certificate")?);
-    let key_path = certs_dir.device_key();
-    let key_pem = read(&key_path)?;
+    identity_from(&IdentityFiles::current(certs_dir), Chain::Required)
+}
+
+/// A TLS client identity from `files`: leaf, then the CA chain, and the key.
+pub fn identity_from(
+    files: &IdentityFiles,
+    chain: Chain,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsSetupError> {
+    let mut presented = certs(&files.cert, "certificate")?;
+    match (certs(&files.chain, "CA certificate"), chain) {
+        (Ok(list), _) => presented.extend(list),
+        (Err(e), Chain::Required) => return Err(e),
+        (Err(e), Chain::IfPresent) => {
+            tracing::debug!(error = %e, "presenting the device certificate without its chain");
+        }
+    }
+    let key_pem = read(&files.key)?;
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| TlsSetupError::Material {
-        path: key_path.clone(),
+        path: files.key.clone(),
         what: "private key",
     })?;
     Ok((presented, key))
@@ -80,13 +122,21 @@ pub fn pem_certs(
     certs(path, what)
 }
 
-/// The client configuration for the broker.
+/// The client configuration for the broker, with the current pair.
 pub fn client_config(
     certs_dir: &CertsDir,
     broker_ca: Option<&Path>,
 ) -> Result<ClientConfig, TlsSetupError> {
-    let (presented, key) = client_identity(certs_dir)?;
-    let chain = certs(&certs_dir.ca_chain(), "CA certificate")?;
+    client_config_from(&IdentityFiles::current(certs_dir), broker_ca)
+}
+
+/// The client configuration for the broker, with the pair in `files`.
+pub fn client_config_from(
+    files: &IdentityFiles,
+    broker_ca: Option<&Path>,
+) -> Result<ClientConfig, TlsSetupError> {
+    let (presented, key) = identity_from(files, Chain::Required)?;
+    let chain = certs(&files.chain, "CA certificate")?;
 
     let mut roots = RootCertStore::empty();
     match broker_ca {
@@ -110,11 +160,11 @@ pub fn client_config(
                 .last()
                 .cloned()
                 .ok_or_else(|| TlsSetupError::Material {
-                    path: certs_dir.ca_chain(),
+                    path: files.chain.clone(),
                     what: "root certificate",
                 })?;
             roots.add(root).map_err(|_| TlsSetupError::Material {
-                path: certs_dir.ca_chain(),
+                path: files.chain.clone(),
                 what: "root certificate",
             })?;
         }

@@ -178,7 +178,9 @@ impl BuiltinCa {
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        params.not_before = now - BACKDATE;
+        // Short lifetimes get a proportionate backdate: a device renews at two thirds of
+        // not_before..not_after, which must stay after the moment of issue.
+        params.not_before = now - BACKDATE.min(self.device_lifetime / 10);
         params.not_after = now + self.device_lifetime;
         params.use_authority_key_identifier_extension = true;
         let serial = random_serial();
