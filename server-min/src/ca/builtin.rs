@@ -229,6 +229,23 @@ pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, String> {
     Ok(block.contents)
 }
 
+/// A fresh CA in a temporary data directory (tests of this crate).
+#[cfg(test)]
+pub(crate) fn test_ca(device_lifetime: Duration) -> (tempfile::TempDir, BuiltinCa) {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = DataDir::new(tmp.path().join("data"));
+    dir.create_layout().expect("layout");
+    let m = create_ca("Nexa").expect("CA");
+    dir.write_public(&dir.root_cert(), m.root_pem.as_bytes())
+        .expect("root");
+    dir.write_public(&dir.issuing_cert(), m.issuing_pem.as_bytes())
+        .expect("issuing");
+    dir.write_secret(&dir.issuing_key(), m.issuing_key_pem.as_bytes())
+        .expect("key");
+    let ca = BuiltinCa::load(&dir, device_lifetime).expect("load");
+    (tmp, ca)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -236,18 +253,7 @@ mod tests {
     use x509_parser::prelude::{FromDer, X509Certificate};
 
     fn ca_in_tempdir() -> (tempfile::TempDir, BuiltinCa) {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = DataDir::new(tmp.path().join("data"));
-        dir.create_layout().unwrap();
-        let m = create_ca("Nexa").unwrap();
-        dir.write_public(&dir.root_cert(), m.root_pem.as_bytes())
-            .unwrap();
-        dir.write_public(&dir.issuing_cert(), m.issuing_pem.as_bytes())
-            .unwrap();
-        dir.write_secret(&dir.issuing_key(), m.issuing_key_pem.as_bytes())
-            .unwrap();
-        let ca = BuiltinCa::load(&dir, Duration::from_secs(86_400)).unwrap();
-        (tmp, ca)
+        test_ca(Duration::from_secs(86_400))
     }
 
     #[test]

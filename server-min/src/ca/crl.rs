@@ -80,23 +80,12 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::datadir::DataDir;
     use x509_parser::prelude::{FromDer, X509Certificate};
     use x509_parser::revocation_list::CertificateRevocationList;
 
     #[test]
     fn the_crl_lists_the_serials_and_verifies_with_the_issuing_key() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = DataDir::new(tmp.path().join("data"));
-        dir.create_layout().unwrap();
-        let m = crate::ca::builtin::create_ca("Nexa").unwrap();
-        dir.write_public(&dir.root_cert(), m.root_pem.as_bytes())
-            .unwrap();
-        dir.write_public(&dir.issuing_cert(), m.issuing_pem.as_bytes())
-            .unwrap();
-        dir.write_secret(&dir.issuing_key(), m.issuing_key_pem.as_bytes())
-            .unwrap();
-        let ca = BuiltinCa::load(&dir, Duration::from_secs(3600)).unwrap();
+        let (tmp, ca) = crate::ca::builtin::test_ca(Duration::from_secs(3600));
         let now = OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
         let revoked = [
             RevokedCert {
@@ -121,7 +110,10 @@ mod tests {
             parsed.next_update().unwrap().timestamp(),
             1_800_000_000 + 86_400
         );
-        let issuing_der = crate::ca::builtin::pem_to_der(&m.issuing_pem).unwrap();
+        let issuing_der = crate::ca::builtin::pem_to_der(
+            &std::fs::read_to_string(tmp.path().join("data/ca/issuing.crt")).unwrap(),
+        )
+        .unwrap();
         let (_, issuing) = X509Certificate::from_der(&issuing_der).unwrap();
         assert_eq!(parsed.issuer(), issuing.subject());
         parsed

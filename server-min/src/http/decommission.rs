@@ -10,7 +10,7 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use nexa_proto::{DeviceId, ErrorCode};
+use nexa_proto::ErrorCode;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -61,14 +61,7 @@ async fn decommission(
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, Box<Response>> {
-    let bad_id = |m: String| {
-        Box::new(
-            ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidDeviceId, m).into_response(),
-        )
-    };
-    let Path(raw) =
-        path.map_err(|e| bad_id(format!("device id in the path is unreadable: {e}")))?;
-    let id = DeviceId::parse(&raw).map_err(|e| bad_id(e.to_string()))?;
+    let id = super::path_device_id(path).map_err(|e| Box::new(e.into_response()))?;
     let invalid = |m: String| {
         Box::new(
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidField, m)

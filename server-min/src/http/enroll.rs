@@ -7,7 +7,7 @@ use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use nexa_proto::{DeviceId, EnrollRequest, EnrollResponse, ErrorCode};
+use nexa_proto::{EnrollRequest, EnrollResponse};
 
 use super::AppState;
 use super::body::read_json;
@@ -21,20 +21,7 @@ pub async fn enroll(
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<EnrollResponse>), ApiError> {
-    let Path(raw_id) = path.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidDeviceId,
-            format!("device id in the path is unreadable: {e}"),
-        )
-    })?;
-    let id = DeviceId::parse(&raw_id).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidDeviceId,
-            e.to_string(),
-        )
-    })?;
+    let id = super::path_device_id(path)?;
     let request: EnrollRequest =
         read_json(&headers, body, state.max_body, "enrollment request").await?;
     let source = Some(peer.ip().to_string());

@@ -20,8 +20,11 @@ use crate::connect::ConnectService;
 use crate::enroll::EnrollService;
 use crate::renew::RenewService;
 use crate::wg::manager::GatewayHandle;
+use axum::extract::Path;
+use axum::extract::rejection::PathRejection;
+use axum::http::StatusCode;
 use error::ApiError;
-use nexa_proto::ErrorCode;
+use nexa_proto::{DeviceId, ErrorCode};
 
 /// Shared state of the handlers.
 #[derive(Debug, Clone)]
@@ -83,4 +86,13 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         ErrorCode::MethodNotAllowed,
         format!("{method} is not allowed on {}", uri.path()),
     )
+}
+
+/// The device id in the path: 400 `invalid_device_id` when it is unreadable or breaks the rule.
+pub(crate) fn path_device_id(
+    path: Result<Path<String>, PathRejection>,
+) -> Result<DeviceId, ApiError> {
+    let bad = |m: String| ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidDeviceId, m);
+    let Path(raw) = path.map_err(|e| bad(format!("device id in the path is unreadable: {e}")))?;
+    DeviceId::parse(&raw).map_err(|e| bad(e.to_string()))
 }

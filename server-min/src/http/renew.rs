@@ -6,10 +6,10 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use axum_server::tls::TlsInfo;
-use nexa_proto::{DeviceId, ErrorCode, RenewRequest, RenewResponse};
+use nexa_proto::{RenewRequest, RenewResponse};
 
 use super::AppState;
 use super::body::read_json;
@@ -24,20 +24,7 @@ pub async fn renew(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<RenewResponse>, ApiError> {
-    let Path(raw_id) = path.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidDeviceId,
-            format!("device id in the path is unreadable: {e}"),
-        )
-    })?;
-    let id = DeviceId::parse(&raw_id).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            ErrorCode::InvalidDeviceId,
-            e.to_string(),
-        )
-    })?;
+    let id = super::path_device_id(path)?;
     let request: RenewRequest =
         read_json(&headers, body, state.max_body, "renewal request").await?;
     let peer_chain = tls
