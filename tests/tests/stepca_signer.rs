@@ -199,3 +199,39 @@ async fn step_ca_down_gives_503_with_retry_after_then_enrollment_succeeds() {
     let resp = http.post(&url).json(&body).send().await.unwrap();
     assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_ca_refusal_is_a_clear_error_naming_its_reason_and_nothing_is_stored() {
+    let mut ca = StepCa::start();
+    let server = start_server(&ca);
+    server.register(&["sc-dev-3"]);
+    // step-ca no longer knows the bridge's provisioner: it refuses the bridge's tokens (401).
+    ca.edit_config(|config| {
+        config["authority"]["provisioners"][0]["name"] = "someone-else".into();
+    });
+    ca.restart();
+    let (_key, csr) = make_csr("sc-dev-3");
+    let body = serde_json::json!({ "csr_pem": csr, "wg_public_key": wg_public_key() });
+    let resp = ca
+        .http_client()
+        .post(format!("{}/api/devices/sc-dev-3/enroll", server.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 422);
+    let err: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(err["error"]["code"], "signer_rejected", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("step-ca answered 401")
+            && message.contains("lacked necessary authorization")
+            && message.contains("refused the bridge's token"),
+        "step-ca's answer is passed on (its 401 bodies are generic): {message}"
+    );
+    assert!(server.device("sc-dev-3")["cert_serial"].is_null());
+    assert!(
+        server.log().contains("step-ca answered 401"),
+        "the operator's log says it too"
+    );
+}
