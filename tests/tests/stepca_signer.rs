@@ -1,7 +1,8 @@
 //! The bridge signing through a real step-ca (`STEP_CA_*`): the device's certificate and the
 //! bridge's own TLS certificate chain to step-ca's root, which is what devices pin; a wrong
 //! password or fingerprint stops the start with a clear error; step-ca down means 503 with
-//! Retry-After, and enrollment works again once it is back.
+//! Retry-After, and enrollment works again once it is back; a step-ca refusal is 422 with
+//! step-ca's answer.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
