@@ -120,6 +120,14 @@ pub struct Cli {
     /// Persistent OTA state (default /var/lib/nexa); downloads go to DIR/spool.
     #[arg(long, global = true, env = "NEXA_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// A hawkBit download receiving nothing this long is resumed (default 60s).
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_HAWKBIT_STALL_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub hawkbit_stall_timeout: Option<String>,
     /// After an install: reboot (success once the new slot is good) or report (at once).
     #[arg(long, global = true, env = "NEXA_AFTER_INSTALL", value_name = "MODE")]
     pub after_install: Option<String>,
@@ -230,6 +238,7 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
             ca_file: cli.hawkbit_ca.clone(),
             data_dir: cli.data_dir.clone(),
             after_install: cli.after_install.clone(),
+            stall_timeout: cli.hawkbit_stall_timeout.clone(),
             ..HawkbitFile::default()
         },
     };

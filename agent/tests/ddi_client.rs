@@ -34,6 +34,7 @@ fn setup() -> Setup {
     let token_file = tmp.path().join("token");
     std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
     let settings = HawkbitSettings {
+        stall_timeout: nexa_agent::hawkbit::settings::DEFAULT_STALL_TIMEOUT,
         url: format!("{}/", fake.url).parse().unwrap(),
         tenant: "DEFAULT".into(),
         controller_id: None,
@@ -236,6 +237,7 @@ fn wrong_credentials_and_rate_limits_are_classified() {
     let token_file = s.tmp.path().join("wrong");
     std::fs::write(&token_file, "not-the-token").unwrap();
     let settings = HawkbitSettings {
+        stall_timeout: nexa_agent::hawkbit::settings::DEFAULT_STALL_TIMEOUT,
         url: format!("{}/", s.fake.url).parse().unwrap(),
         tenant: "DEFAULT".into(),
         controller_id: None,

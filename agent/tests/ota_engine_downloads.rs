@@ -241,6 +241,40 @@ fn a_server_down_during_the_download_is_waited_out_and_the_download_resumed() {
 }
 
 #[test]
+fn a_stalled_download_is_dropped_after_the_stall_timeout_and_resumed() {
+    let mut dev = Device::new();
+    dev.stall_timeout = Duration::from_secs(2);
+    let bundle = dev.rauc.good_bundle(IMAGE);
+    let size = bundle.file_size();
+    // Half way the server stops sending, without closing the connection, for longer than
+    // the test: only the stall timeout gets the device out of it.
+    dev.fake.inject_download(DownloadFault::stall_after(
+        size / 2,
+        Duration::from_secs(120),
+    ));
+    let action = dev.deploy_bundle(&bundle.path, Assignment::forced());
+    let started = std::time::Instant::now();
+    dev.start_engine("boot-1", AfterInstall::Report);
+    dev.wait_state(action, ActionState::Finished);
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}: the stall was waited out, not timed out",
+        started.elapsed()
+    );
+
+    let downloads = dev.fake.requests_to(Route::Artifact);
+    let statuses: Vec<u16> = downloads.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 206], "{downloads:#?}");
+    let from = range_start(downloads[1].header("range")).expect("a Range: bytes=N- request");
+    assert!(
+        from >= size / 2 && from < size,
+        "resumed at {from} of {size}"
+    );
+    assert!(dev.rauc.slot_holds("B", &bundle.image));
+    assert!(wait_until(Duration::from_secs(5), || dev.spool_is_empty()));
+}
+
+#[test]
 fn a_spool_that_cannot_be_created_fails_the_action_naming_its_path() {
     let mut dev = Device::new();
     let bundle = dev.rauc.good_bundle(IMAGE);

@@ -19,7 +19,6 @@ use crate::mqtt::tls::{TlsSetupError, client_identity, pem_certs};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// For DDI calls; downloads have no overall timeout, only the read timeout.
 const CALL_TIMEOUT: Duration = Duration::from_secs(60);
-const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a DDI call failed, classified for the caller's reaction.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +162,7 @@ impl DdiClient {
         let http = reqwest::Client::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(CONNECT_TIMEOUT)
-            .read_timeout(READ_TIMEOUT)
+            .read_timeout(settings.stall_timeout)
             .user_agent(concat!("nexa-agent/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| DdiError::Setup(e.to_string()))?;
@@ -382,6 +381,7 @@ mod tests {
 
     fn settings(url: &str, auth: AuthMode) -> HawkbitSettings {
         HawkbitSettings {
+            stall_timeout: crate::hawkbit::settings::DEFAULT_STALL_TIMEOUT,
             url: Url::parse(url).unwrap(),
             tenant: "DEFAULT".into(),
             controller_id: None,

@@ -13,6 +13,7 @@
 //! spool_dir = "/var/lib/nexa/spool"  # default: <data_dir>/spool
 //! after_install = "reboot"         # reboot (confirm after boot) | report (success at once)
 //! reboot_via = "logind"            # logind | systemd
+//! stall_timeout = "60s"            # a download receiving nothing this long is resumed
 //! ```
 //!
 //! Exactly one authentication mode is in force, and a setting that belongs to another mode
@@ -31,6 +32,10 @@ use serde::Deserialize;
 
 pub const DEFAULT_TENANT: &str = "DEFAULT";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/nexa";
+/// How long a transfer may receive nothing before it is dropped and resumed.
+pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+const STALL_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
+    std::time::Duration::from_secs(5)..=std::time::Duration::from_secs(3600);
 
 /// The `[hawkbit]` table as written. Unknown keys are kept to be warned about (an older agent
 /// after a rollback must still start with a newer image's file).
@@ -46,6 +51,7 @@ pub struct HawkbitFile {
     pub spool_dir: Option<PathBuf>,
     pub after_install: Option<String>,
     pub reboot_via: Option<String>,
+    pub stall_timeout: Option<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -64,6 +70,7 @@ impl HawkbitFile {
             spool_dir: self.spool_dir.or(lower.spool_dir),
             after_install: self.after_install.or(lower.after_install),
             reboot_via: self.reboot_via.or(lower.reboot_via),
+            stall_timeout: self.stall_timeout.or(lower.stall_timeout),
             unknown: lower.unknown,
         }
     }
@@ -137,6 +144,9 @@ pub struct HawkbitSettings {
     pub data_dir: PathBuf,
     pub spool_dir: PathBuf,
     pub after_install: AfterInstall,
+    /// A request (poll, report or download) receiving nothing this long fails; a download
+    /// then resumes where it stopped.
+    pub stall_timeout: std::time::Duration,
 }
 
 /// A hawkBit setting that cannot be used; names the key and how to fix it.
@@ -260,11 +270,23 @@ impl HawkbitSettings {
                 });
             }
         };
+        let stall_timeout = match file.stall_timeout.as_deref() {
+            None => DEFAULT_STALL_TIMEOUT,
+            Some(raw) => nexa_proto::duration::parse_duration(raw)
+                .ok()
+                .filter(|d| STALL_TIMEOUT_RANGE.contains(d))
+                .ok_or_else(|| HawkbitConfigError::Value {
+                    key: "stall_timeout",
+                    value: raw.to_owned(),
+                    reason: "use a duration from 5s to 1h, e.g. 60s",
+                })?,
+        };
         Ok(Some(Self {
             url,
             tenant,
             controller_id,
             auth,
+            stall_timeout,
             ca_file: file.ca_file,
             spool_dir: file.spool_dir.unwrap_or_else(|| data_dir.join("spool")),
             data_dir,
@@ -450,5 +472,31 @@ mod tests {
         let merged = upper.over(lower);
         assert_eq!(merged.url.as_deref(), Some("https://file"));
         assert_eq!(merged.tenant.as_deref(), Some("T2"));
+    }
+
+    #[test]
+    fn the_stall_timeout_is_a_bounded_duration() {
+        let resolve = |v: Option<&str>| {
+            HawkbitSettings::resolve(HawkbitFile {
+                url: Some("https://hawkbit.example.com".into()),
+                stall_timeout: v.map(str::to_owned),
+                ..HawkbitFile::default()
+            })
+        };
+        assert_eq!(
+            resolve(None).unwrap().unwrap().stall_timeout,
+            DEFAULT_STALL_TIMEOUT
+        );
+        assert_eq!(
+            resolve(Some("2m")).unwrap().unwrap().stall_timeout,
+            std::time::Duration::from_secs(120)
+        );
+        for bad in ["1s", "2h", "soon"] {
+            let err = resolve(Some(bad)).unwrap_err().to_string();
+            assert!(
+                err.contains("hawkbit.stall_timeout") && err.contains(bad),
+                "{err}"
+            );
+        }
     }
 }

@@ -52,6 +52,8 @@ pub struct Device {
     pub status: Option<tokio::sync::watch::Receiver<OtaStatus>>,
     /// Poll interval of the engine while an action runs.
     pub active_poll: Duration,
+    /// `hawkbit.stall_timeout` of the engine's client.
+    pub stall_timeout: Duration,
 }
 
 impl Device {
@@ -69,6 +71,7 @@ impl Device {
             task: None,
             status: None,
             active_poll: Duration::from_millis(200),
+            stall_timeout: nexa_agent::hawkbit::settings::DEFAULT_STALL_TIMEOUT,
         }
     }
 
@@ -94,6 +97,7 @@ impl Device {
         adjust: impl FnOnce(&mut Parts),
     ) {
         let settings = HawkbitSettings {
+            stall_timeout: self.stall_timeout,
             url: format!("{}/", self.fake.url).parse().unwrap(),
             tenant: "DEFAULT".into(),
             controller_id: None,
