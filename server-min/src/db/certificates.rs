@@ -76,17 +76,21 @@ pub async fn status_of(
         .doing("reading a certificate's status")
 }
 
-/// Whether the device's active certificate was issued by renewing `serial`.
+/// Whether the device's active certificate was issued by renewing `serial`, at
+/// `issued_since` or later.
 pub async fn active_renews(
     conn: &mut SqliteConnection,
     device_id: &str,
     serial: &str,
+    issued_since: i64,
 ) -> Result<bool, DbError> {
     let n: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM certificates WHERE device_id = $1 AND status = 'active' AND renewed_from = $2",
+        "SELECT COUNT(*) FROM certificates WHERE device_id = $1 AND status = 'active' \
+         AND renewed_from = $2 AND issued_at >= $3",
     )
     .bind(device_id)
     .bind(serial)
+    .bind(issued_since)
     .fetch_one(conn)
     .await
     .doing("reading a renewal")?;

@@ -3,8 +3,9 @@
 //! fresh authorization.
 //!
 //! The presented certificate must chain to the device CA, be valid now, name the device in
-//! the path, and be the device's active certificate, or the one the active certificate
-//! renewed (the device never received or never installed that answer, and asks again). The
+//! the path, and be the device's active certificate, or, for 15 minutes after a renewal, the
+//! one the active certificate renewed (the device never received or never installed that
+//! answer, and asks again). The
 //! device must be enrolled: revoked or decommissioned devices are refused. The new
 //! certificate comes from the active signer (built-in or step-ca); the store records it as
 //! active, the previous one as superseded, and audits the renewal.
@@ -26,6 +27,10 @@ use crate::db::{Db, DbError, QueryContext, audit, certificates, devices};
 
 /// Attempts when concurrent writes keep changing the device row.
 const ATTEMPTS: usize = 3;
+/// How long after a renewal the certificate it replaced may ask again (the device did not get
+/// or could not install the answer and retries). Later, only the new certificate renews: an
+/// old key copied off the device cannot displace the new one.
+const LOST_ANSWER_WINDOW_S: i64 = 15 * 60;
 
 /// Why a renewal was refused or failed.
 #[derive(Debug, thiserror::Error)]
@@ -194,7 +199,13 @@ impl RenewService {
         {
             Some("active") => true,
             Some("superseded") => {
-                certificates::active_renews(&mut conn, id.as_str(), serial).await?
+                certificates::active_renews(
+                    &mut conn,
+                    id.as_str(),
+                    serial,
+                    self.clock.unix() - LOST_ANSWER_WINDOW_S,
+                )
+                .await?
             }
             Some("revoked") => {
                 return Err(RenewError::ClientCert(format!(

@@ -112,7 +112,10 @@ pub async fn server_config(
                 Ok(next) => {
                     swap.set(next.key);
                     expires = next.not_after;
-                    wait = refresh_in(OffsetDateTime::now_utc(), next.not_before, next.not_after);
+                    // Never back to back, whatever the certificate says (a clock far ahead
+                    // of step-ca's, a lifetime shorter than the step-ca backdate).
+                    wait = refresh_in(OffsetDateTime::now_utc(), next.not_before, next.not_after)
+                        .max(RETRY);
                     tracing::info!(not_after = %expires, "bridge TLS certificate renewed by step-ca");
                 }
                 Err(e) => {

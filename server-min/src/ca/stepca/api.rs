@@ -21,6 +21,8 @@ use crate::ca::{IssuedCert, SignerError};
 const REASON_CESSATION: u8 = 5;
 /// Provisioner pages read at most (step-ca lists 20 per page).
 const MAX_PAGES: usize = 50;
+/// Largest answer accepted from step-ca.
+const MAX_BODY: usize = 1 << 20;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -119,7 +121,14 @@ pub(super) async fn fetch_root(
         .with_no_client_auth();
     let http = client(tls)?;
     let url = join(base, &format!("root/{expected}"));
-    let answer: RootAnswer = get_json(&http, &url).await?;
+    let answer: RootAnswer = match get_json(&http, &url).await {
+        Err(StepCaError::Refused { status: 404, .. }) => {
+            return Err(StepCaError::NoSuchRoot {
+                expected: *expected,
+            });
+        }
+        other => other?,
+    };
     let der = CertificateDer::from_pem_slice(answer.ca.as_bytes()).map_err(|e| {
         StepCaError::BadAnswer {
             url: url.to_string(),
@@ -214,10 +223,12 @@ async fn get_json<T: serde::de::DeserializeOwned>(
             detail: crate::error_chain(&e),
         })?;
     let status = resp.status();
-    let body = resp.bytes().await.map_err(|e| StepCaError::Unreachable {
-        url: url.to_string(),
-        detail: crate::error_chain(&e),
-    })?;
+    let body = bounded_body(resp)
+        .await
+        .map_err(|detail| StepCaError::Unreachable {
+            url: url.to_string(),
+            detail,
+        })?;
     if !status.is_success() {
         return Err(StepCaError::Refused {
             url: url.to_string(),
@@ -229,6 +240,19 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         url: url.to_string(),
         detail: e.to_string(),
     })
+}
+
+/// A response body, at most [`MAX_BODY`] bytes (step-ca's answers are a few KiB; the
+/// unverified root download must not be able to fill memory).
+async fn bounded_body(mut resp: reqwest::Response) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| crate::error_chain(&e))? {
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(format!("the answer is larger than {MAX_BODY} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 fn join(base: &Url, path: &str) -> Url {
@@ -321,12 +345,11 @@ async fn post(ca: &StepCa, url: &Url, body: &serde_json::Value) -> Result<Vec<u8
         .await
         .map_err(|e| unavailable(format!("step-ca at {url}: {}", crate::error_chain(&e))))?;
     let status = resp.status();
-    let bytes = resp
-        .bytes()
+    let bytes = bounded_body(resp)
         .await
-        .map_err(|e| unavailable(format!("step-ca at {url}: {}", crate::error_chain(&e))))?;
+        .map_err(|e| unavailable(format!("step-ca at {url}: {e}")))?;
     if status.is_success() {
-        return Ok(bytes.to_vec());
+        return Ok(bytes);
     }
     let message = message_of(&bytes);
     if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {

@@ -44,6 +44,10 @@ pub enum StepCaError {
         expected: Fingerprint,
         presented: Fingerprint,
     },
+    #[error(
+        "step-ca has no root certificate with fingerprint {expected}; check STEP_CA_FINGERPRINT (`step certificate fingerprint root_ca.crt`)"
+    )]
+    NoSuchRoot { expected: Fingerprint },
     #[error("step-ca at {url} answered {status}: {message}")]
     Refused {
         url: String,
@@ -67,6 +71,8 @@ pub enum StepCaError {
     },
     #[error("TLS set-up for step-ca failed: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 /// A connected step-ca: its pinned root, the provisioner key and an HTTPS client that
@@ -128,7 +134,7 @@ impl StepCa {
             Ok(key)
         })
         .await
-        .map_err(|e| StepCaError::Tls(format!("key decryption task: {e}")))??;
+        .map_err(|e| StepCaError::Internal(format!("the key decryption task failed: {e}")))??;
         tracing::info!(url = %base, provisioner = %settings.provisioner, kid = %key.kid(), fingerprint = %settings.fingerprint, "step-ca signs device certificates");
         Ok(Self {
             http,

@@ -9,6 +9,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
+/// `nbf` lies this far before `iat`.
+const NBF_LEEWAY_S: i64 = 60;
+
 /// Why the provisioner key is unusable or a token could not be made.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TokenError {
@@ -133,7 +136,8 @@ impl ProvisionerKey {
             "iss": self.name,
             "sub": claims.sub,
             "aud": claims.aud,
-            "nbf": claims.now,
+            // A minute of leeway for a bridge clock slightly ahead of step-ca's.
+            "nbf": claims.now - NBF_LEEWAY_S,
             "iat": claims.now,
             "exp": claims.now + claims.lifetime,
             "jti": hex::encode(jti),
