@@ -157,7 +157,20 @@ impl Task {
                 match answer.await {
                     Ok(Adoption::InUse) => {
                         *attempt = 0;
-                        Next::Wait(Duration::ZERO)
+                        let now = OffsetDateTime::now_utc();
+                        match CurrentCert::read(&certs).map(|c| c.decide(&self.renewer.policy, now))
+                        {
+                            Ok(Decision::NotYet { .. }) => Next::Wait(Duration::ZERO),
+                            // Renewing again at once would loop: the device clock runs ahead
+                            // of the CA's, or the CA caps the lifetime.
+                            _ => {
+                                tracing::error!(
+                                    retry_in_s = self.timing.after_refusal.as_secs(),
+                                    "the renewed certificate is due for renewal at once (is the device clock ahead, or does the CA cap the lifetime?)"
+                                );
+                                Next::Wait(self.timing.after_refusal)
+                            }
+                        }
                     }
                     Ok(Adoption::Rejected) => Next::Wait(self.timing.after_refusal),
                     Ok(Adoption::Inconclusive) => {

@@ -66,14 +66,22 @@ pub fn write(certs: &CertsDir, marker: &Revoked) -> Result<(), FsError> {
 /// The marker, if present. An unreadable one is reported as a revocation with the reason.
 pub fn read(certs: &CertsDir) -> Result<Option<Revoked>, FsError> {
     let path = certs.revoked_marker();
-    Ok(read_optional(&path)?.map(|text| {
-        serde_json::from_str::<Revoked>(&text).unwrap_or_else(|e| Revoked {
-            code: "unknown".into(),
-            message: format!("{} is unreadable ({e}); treated as revoked", path.display()),
-            at: String::new(),
-            serial: None,
-        })
-    }))
+    let unreadable = |why: String| Revoked {
+        code: "unknown".into(),
+        message: format!(
+            "{} is unreadable ({why}); treated as revoked",
+            path.display()
+        ),
+        at: String::new(),
+        serial: None,
+    };
+    // Fail closed: a marker that exists but cannot be read or parsed counts as revoked.
+    Ok(match read_optional(&path) {
+        Ok(text) => text.map(|text| {
+            serde_json::from_str::<Revoked>(&text).unwrap_or_else(|e| unreadable(e.to_string()))
+        }),
+        Err(e) => Some(unreadable(e.to_string())),
+    })
 }
 
 #[cfg(test)]
@@ -94,6 +102,12 @@ mod tests {
         let back = read(&certs).unwrap().unwrap();
         assert_eq!(back.code, "unknown");
         assert!(back.message.contains("revoked"), "{}", back.message);
+
+        // A marker that cannot even be read (here: a directory) fails closed too.
+        std::fs::remove_file(certs.revoked_marker()).unwrap();
+        std::fs::create_dir(certs.revoked_marker()).unwrap();
+        let back = read(&certs).unwrap().expect("an unreadable marker counts");
+        assert_eq!(back.code, "unknown");
     }
 
     #[test]

@@ -160,9 +160,10 @@ pub fn recover(certs: &CertsDir) -> Result<Recovery, StageError> {
     if !staged.iter().any(|p| p.exists()) {
         return Ok(Recovery::Clean);
     }
-    let current_ok = pair_matches(&certs.device_key(), &certs.device_cert());
-    if !current_ok
-        && pair_matches(&certs.device_key_new(), &certs.device_cert_new())
+    // Only a current pair that is really broken (a file missing, unparsable, or a key that
+    // is not the certificate's) is replaced; one that merely could not be read now is kept.
+    if pair_state(&certs.device_key(), &certs.device_cert()) == PairState::Broken
+        && pair_state(&certs.device_key_new(), &certs.device_cert_new()) == PairState::Matches
         && let Some(facts) = facts_at(&certs.device_cert_new())
     {
         tracing::warn!(serial = %facts.serial_hex, "the current key and certificate do not match; promoting the consistent staged pair");
@@ -234,15 +235,31 @@ fn record_in_flag(certs: &CertsDir, commit: &Commit) -> Result<(), StageError> {
     Ok(write_atomic(&path, &bytes, MODE_PUBLIC)?)
 }
 
-/// True when the key in `key` is the public key of the certificate in `cert`.
-fn pair_matches(key: &Path, cert: &Path) -> bool {
-    let (Ok(Some(key_pem)), Ok(Some(cert_pem))) = (read_optional(key), read_optional(cert)) else {
-        return false;
+/// What a key file and a certificate file hold together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PairState {
+    /// The key is the certificate's.
+    Matches,
+    /// A file is missing or unparsable, or the key is not the certificate's.
+    Broken,
+    /// A file could not be read (an I/O error): nothing is known.
+    Unknown,
+}
+
+fn pair_state(key: &Path, cert: &Path) -> PairState {
+    let (key_pem, cert_pem) = match (read_optional(key), read_optional(cert)) {
+        (Ok(Some(k)), Ok(Some(c))) => (k, c),
+        (Err(_), _) | (_, Err(_)) => return PairState::Unknown,
+        _ => return PairState::Broken,
     };
     let Ok(key) = DeviceKey::from_pem(Zeroizing::new(key_pem), &key.display().to_string()) else {
-        return false;
+        return PairState::Broken;
     };
-    inspect(&cert_pem, &cert.display().to_string()).is_ok_and(|c| c.spki == key.spki_der())
+    if inspect(&cert_pem, &cert.display().to_string()).is_ok_and(|c| c.spki == key.spki_der()) {
+        PairState::Matches
+    } else {
+        PairState::Broken
+    }
 }
 
 fn facts_at(cert: &Path) -> Option<CertFacts> {

@@ -4,6 +4,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use tokio::task::JoinHandle;
@@ -182,6 +183,7 @@ impl Follower {
                 closed: false,
             }),
             grew: Condvar::new(),
+            abandoned: AtomicBool::new(false),
         });
         let path = path.to_owned();
         let shared = Arc::clone(&written);
@@ -209,9 +211,10 @@ impl Follower {
 }
 
 impl Drop for Follower {
-    /// Lets the thread end when the transfer ends early (an error, a cancel): it hashes what
-    /// was written and stops.
+    /// Lets the thread end when the transfer ends early (an error, a cancel): it stops at the
+    /// next buffer. After [`finish`](Self::finish) the thread has already ended.
     fn drop(&mut self) {
+        self.written.abandoned.store(true, Ordering::Release);
         self.written.close();
     }
 }
@@ -220,6 +223,9 @@ impl Drop for Follower {
 struct Written {
     state: Mutex<Extent>,
     grew: Condvar,
+    /// The transfer was dropped (an error, a cancel): the hash is not wanted any more, and the
+    /// thread stops at once instead of catching up with what was written.
+    abandoned: AtomicBool,
 }
 
 #[derive(Clone, Copy)]
@@ -259,6 +265,9 @@ fn follow(path: &Path, mut running: Running, written: &Written) -> Result<Runnin
     loop {
         let extent = written.wait_beyond(running.len);
         while running.len < extent.len {
+            if written.abandoned.load(Ordering::Acquire) {
+                return Ok(running);
+            }
             let want = usize::try_from(extent.len - running.len)
                 .unwrap_or(READ_BUF)
                 .min(READ_BUF);
