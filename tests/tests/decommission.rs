@@ -448,8 +448,23 @@ fn the_hawkbit_target_is_deleted_and_a_failure_is_completed_by_a_rerun() {
     assert_eq!(fake.targets().len(), 1, "hb-b's target is still there");
     assert_eq!(audit(&server, "device.decommission_incomplete").len(), 2);
 
-    // Back up: the re-run does only the hawkBit step.
+    // Up, but refusing (a permission was taken away): 502 without Retry-After, the step not
+    // retryable, and the message says a refusal needs fixing first.
     fake.set_up();
+    fake.fail_next(403);
+    let (status, retry, report) = delete(&http, &server, "hb-b", Some(TOKEN));
+    assert_eq!(status, 502, "{report}");
+    assert_eq!(retry, None, "{report}");
+    assert_eq!(report["steps"][3]["retryable"], false, "{report}");
+    assert!(
+        report["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("refused a step"),
+        "{report}"
+    );
+
+    // Back up: the re-run does only the hawkBit step.
     let before = fake.delete_calls();
     let (status, _, report) = delete(&http, &server, "hb-b", Some(TOKEN));
     assert_eq!(status, 200, "{report}");

@@ -101,18 +101,27 @@ async fn decommission(
     Ok(incomplete(&report))
 }
 
-/// 502 with the report and the error contract's `error` object.
+/// 502 with the report and the error contract's `error` object; `Retry-After` only when
+/// every failure may heal by itself (a refusal needs the configuration fixed first).
 fn incomplete(report: &Report) -> Response {
     let failed: Vec<&str> = report.failed().map(|s| s.step.as_str()).collect();
+    let transient = report.only_transient_failures();
+    let advice = if transient {
+        "call again to complete it"
+    } else {
+        "a service refused a step (see each step's error); fix that, then call again"
+    };
     let message = format!(
-        "decommission of {} is incomplete: {} failed; call again to complete it",
+        "decommission of {} is incomplete: {} failed; {advice}",
         report.device_id,
         failed.join(", ")
     );
     let mut body = serde_json::to_value(report).unwrap_or_else(|_| json!({}));
     body["error"] = json!({ "code": ErrorCode::DecommissionIncomplete, "message": message });
     let mut resp = (StatusCode::BAD_GATEWAY, Json(body)).into_response();
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+    if transient {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_S));
+    }
     resp
 }
