@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nexa_testkit::hawkbit::{
@@ -14,18 +14,9 @@ use nexa_testkit::hawkbit::{
 };
 use nexa_testkit::mosquitto::Broker;
 use nexa_testkit::rauc::RaucSystem;
-use nexa_testkit::{TestServer, wait_until};
+use nexa_testkit::{KillOnDrop, TestServer, wait_until};
 
 const DEVICE: &str = "dev-ota-run";
-
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn run_installs_an_assigned_bundle_and_status_shows_it() {
@@ -73,7 +64,7 @@ fn run_installs_an_assigned_bundle_and_status_shows_it() {
     .env("NEXA_DATA_DIR", tmp.path().join("data"))
     .env("NEXA_AFTER_INSTALL", "report");
     rauc.bus_env(&mut cmd);
-    let agent = Agent(
+    let agent = KillOnDrop(
         cmd.arg("run")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log_path).unwrap())

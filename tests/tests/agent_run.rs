@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nexa_testkit::mosquitto::Broker;
-use nexa_testkit::{TestServer, wait_until};
+use nexa_testkit::{KillOnDrop, TestServer, wait_until};
 
 fn lines(child: Child) -> Vec<(String, serde_json::Value)> {
     let out = child.wait_with_output().unwrap();
@@ -31,7 +31,7 @@ fn run_agent(
     id: &str,
     dir: &Path,
     extra: &[(&str, &std::ffi::OsStr)],
-) -> (Agent, impl Fn() -> String + use<>) {
+) -> (KillOnDrop, impl Fn() -> String + use<>) {
     let log_path = dir.join("agent.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut cmd = bridge.agent(id, &dir.join("certs"));
@@ -43,7 +43,7 @@ fn run_agent(
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    let child = Agent(
+    let child = KillOnDrop(
         cmd.arg("run")
             .stdout(Stdio::null())
             .stderr(log)
@@ -53,31 +53,6 @@ fn run_agent(
     (child, move || {
         std::fs::read_to_string(&log_path).unwrap_or_default()
     })
-}
-
-/// A running agent, killed if the test fails before stopping it (no stray daemons).
-struct Agent(Child);
-
-impl std::ops::Deref for Agent {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Agent {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
 }
 
 fn sigterm(child: &Child) {
@@ -371,7 +346,7 @@ fn run_uses_the_announced_broker_and_takes_up_a_re_enrollment() {
     let tmp = tempfile::tempdir().unwrap();
     let certs = tmp.path().join("certs");
     let log_path = tmp.path().join("agent.log");
-    let mut agent = Agent(
+    let mut agent = KillOnDrop(
         server
             .agent("dev-run-4", &certs)
             .env_remove("NEXA_MQTT_URL")

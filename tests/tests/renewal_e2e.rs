@@ -6,23 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use nexa_testkit::mosquitto::Broker;
-use nexa_testkit::{TestServer, text, wait_until};
-
-/// A running agent, killed if the test fails before stopping it.
-struct Agent(Child);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if self.0.try_wait().ok().flatten().is_none() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
+use nexa_testkit::{KillOnDrop, TestServer, text, wait_until};
 
 fn flag(certs: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(certs.join("enrolled")).unwrap()).unwrap()
@@ -42,29 +30,35 @@ fn all_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out
 }
 
-#[test]
-fn the_agent_renews_by_itself_reconnects_with_the_new_certificate_and_drops_the_old_key() {
+/// A bridge with 90 s certificates, its broker, and `nexa-agent run` for `id` logging to
+/// `dir/agent.log` with its certs in `dir/certs`.
+fn setup(id: &str, dir: &Path) -> (TestServer, Broker, KillOnDrop) {
     let server = TestServer::start_with(&["--cert-lifetime", "90s"], &[]);
     let broker = Broker::start(&server);
-    let id = "dev-renew-1";
     server.register(&[id]);
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = tmp.path().join("certs");
-    let log_path = tmp.path().join("agent.log");
-    let agent = Agent(
+    let agent = KillOnDrop(
         server
-            .agent(id, &certs)
+            .agent(id, &dir.join("certs"))
             .env(
                 "NEXA_MQTT_URL",
                 format!("mqtts://127.0.0.1:{}", broker.port),
             )
-            .env("NEXA_LOG", "info")
             .arg("run")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
+            .stderr(std::fs::File::create(dir.join("agent.log")).unwrap())
             .spawn()
             .unwrap(),
     );
+    (server, broker, agent)
+}
+
+#[test]
+fn the_agent_renews_by_itself_reconnects_with_the_new_certificate_and_drops_the_old_key() {
+    let id = "dev-renew-1";
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, broker, agent) = setup(id, tmp.path());
+    let certs = tmp.path().join("certs");
+    let log_path = tmp.path().join("agent.log");
     let agent_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     let sessions = || broker.log().matches(&format!("u'{id}'")).count();
     assert!(
@@ -139,26 +133,11 @@ fn the_agent_renews_by_itself_reconnects_with_the_new_certificate_and_drops_the_
 
 #[test]
 fn a_decommissioned_device_learns_it_at_renewal_and_marks_its_profile_unusable() {
-    let server = TestServer::start_with(&["--cert-lifetime", "90s"], &[]);
-    let broker = Broker::start(&server);
     let id = "dev-renew-2";
-    server.register(&[id]);
     let tmp = tempfile::tempdir().unwrap();
+    let (server, _broker, mut agent) = setup(id, tmp.path());
     let certs = tmp.path().join("certs");
     let log_path = tmp.path().join("agent.log");
-    let mut agent = Agent(
-        server
-            .agent(id, &certs)
-            .env(
-                "NEXA_MQTT_URL",
-                format!("mqtts://127.0.0.1:{}", broker.port),
-            )
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log_path).unwrap())
-            .spawn()
-            .unwrap(),
-    );
     let agent_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     assert!(
         wait_until(Duration::from_secs(30), || certs.join("enrolled").is_file()),
