@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rumqttc::{AsyncClient, Event, Packet, QoS};
-use serde_json::{Value, json};
-use tokio::time::{Instant, Sleep};
+use serde_json::Value;
+use tokio::time::Sleep;
 
 use crate::backoff::Backoff;
 use crate::certs::{CertsDir, Current, EnrolledFlag};
@@ -25,12 +25,12 @@ use crate::mqtt::queue::OfflineQueue;
 use crate::runstate::{Part, RunState, StateFile};
 use crate::sdnotify::Notifier;
 
-use crate::telemetry;
 use crate::thingsboard as tb;
 use crate::tunnel;
 
 mod facts;
 mod ota;
+mod publish;
 mod renewal;
 mod rpc;
 mod session;
@@ -370,12 +370,6 @@ fn signals() -> Result<Signals, AgentError> {
     Ok((term, int, hup))
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Daemon {
     /// Starts the update engine when hawkBit is configured or was announced at enrollment;
     /// returns its status channel. A failure leaves updates off, with the reason in `status`.
@@ -524,40 +518,6 @@ impl Daemon {
         }
     }
 
-    fn attributes(&mut self) -> Value {
-        let mut attrs = json!({
-            "deviceId": self.flag.device_id,
-            "agentVersion": env!("CARGO_PKG_VERSION"),
-            "wgAddress": self.flag.address,
-            "certNotAfter": self.flag.not_after,
-            "tunnel": self.tunnel.label(),
-        });
-        if let Some(os) = &self.os_release {
-            attrs["osRelease"] = json!(os);
-        }
-        if let Some(slot) = &self.boot_slot {
-            attrs["raucBootSlot"] = json!(slot);
-        }
-        if let Tunnel::Degraded(why) = &self.tunnel {
-            attrs["tunnelError"] = json!(why);
-        }
-        let dropped = self.queue.take_dropped();
-        if dropped > 0 {
-            attrs["telemetryDropped"] = json!(dropped);
-        }
-        attrs
-    }
-
-    fn publish_attributes(&mut self) {
-        let attrs = self.attributes();
-        if let Err(e) =
-            self.client
-                .try_publish(tb::ATTRIBUTES, QoS::AtLeastOnce, false, attrs.to_string())
-        {
-            tracing::warn!(error = %e, "cannot queue the attributes");
-        }
-    }
-
     fn on_connect(&mut self) {
         self.connected = true;
         match self.last_failure.take() {
@@ -627,46 +587,5 @@ impl Daemon {
             },
         };
         self.state_file.write(&st);
-    }
-
-    fn flush_queue(&mut self) {
-        while let Some(item) = self.queue.pop() {
-            let payload = item.to_string();
-            if self
-                .client
-                .try_publish(tb::TELEMETRY, QoS::AtLeastOnce, false, payload)
-                .is_err()
-            {
-                self.queue.push_front(item);
-                break;
-            }
-        }
-    }
-
-    async fn telemetry(&mut self) {
-        let link = self.link.clone();
-        let name = self.cfg.wg_interface.clone();
-        let wg = if self.tunnel == Tunnel::Up {
-            tokio::task::spawn_blocking(move || link.read(&name).ok().flatten())
-                .await
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
-        let sample = telemetry::sample(&self.opts.proc_root, wg.as_ref(), SystemTime::now());
-        self.queue.push(tb::telemetry(now_ms(), &sample));
-        if self.connected {
-            self.flush_queue();
-        }
-    }
-
-    /// Applies an interval a shared attribute set (the ticker restarts with it).
-    fn take_interval_change(&mut self, ticker: &mut tokio::time::Interval) -> Option<Duration> {
-        if ticker.period() == self.interval {
-            return None;
-        }
-        *ticker = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
-        Some(self.interval)
     }
 }

@@ -1,0 +1,98 @@
+//! The ThingsBoard device API side of the daemon: client attributes, telemetry samples (queued
+//! while offline) and the telemetry interval a shared attribute sets.
+
+use std::time::{Duration, SystemTime};
+
+use rumqttc::QoS;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{Daemon, Tunnel};
+use crate::telemetry;
+use crate::thingsboard as tb;
+
+impl Daemon {
+    pub(super) fn attributes(&mut self) -> Value {
+        let mut attrs = json!({
+            "deviceId": self.flag.device_id,
+            "agentVersion": env!("CARGO_PKG_VERSION"),
+            "wgAddress": self.flag.address,
+            "certNotAfter": self.flag.not_after,
+            "tunnel": self.tunnel.label(),
+        });
+        if let Some(os) = &self.os_release {
+            attrs["osRelease"] = json!(os);
+        }
+        if let Some(slot) = &self.boot_slot {
+            attrs["raucBootSlot"] = json!(slot);
+        }
+        if let Tunnel::Degraded(why) = &self.tunnel {
+            attrs["tunnelError"] = json!(why);
+        }
+        let dropped = self.queue.take_dropped();
+        if dropped > 0 {
+            attrs["telemetryDropped"] = json!(dropped);
+        }
+        attrs
+    }
+
+    pub(super) fn publish_attributes(&mut self) {
+        let attrs = self.attributes();
+        if let Err(e) =
+            self.client
+                .try_publish(tb::ATTRIBUTES, QoS::AtLeastOnce, false, attrs.to_string())
+        {
+            tracing::warn!(error = %e, "cannot queue the attributes");
+        }
+    }
+
+    pub(super) fn flush_queue(&mut self) {
+        while let Some(item) = self.queue.pop() {
+            let payload = item.to_string();
+            if self
+                .client
+                .try_publish(tb::TELEMETRY, QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
+                self.queue.push_front(item);
+                break;
+            }
+        }
+    }
+
+    pub(super) async fn telemetry(&mut self) {
+        let link = self.link.clone();
+        let name = self.cfg.wg_interface.clone();
+        let wg = if self.tunnel == Tunnel::Up {
+            tokio::task::spawn_blocking(move || link.read(&name).ok().flatten())
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let sample = telemetry::sample(&self.opts.proc_root, wg.as_ref(), SystemTime::now());
+        self.queue.push(tb::telemetry(now_ms(), &sample));
+        if self.connected {
+            self.flush_queue();
+        }
+    }
+
+    /// Applies an interval a shared attribute set (the ticker restarts with it).
+    pub(super) fn take_interval_change(
+        &mut self,
+        ticker: &mut tokio::time::Interval,
+    ) -> Option<Duration> {
+        if ticker.period() == self.interval {
+            return None;
+        }
+        *ticker = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
+        Some(self.interval)
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
