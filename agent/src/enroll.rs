@@ -127,6 +127,8 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
         machine_uid: read_first_line(&opts.sysroot.join("etc/machine-id")),
         hostname: read_first_line(&opts.sysroot.join("proc/sys/kernel/hostname"))
             .or_else(|| read_first_line(&opts.sysroot.join("etc/hostname"))),
+        site_code: None,
+        enrollment_key: None,
     };
     let client = BridgeClient::new(&bridge)?;
     let Enrolled { status, response } = match with_retry(opts.backoff, || {

@@ -8,16 +8,117 @@ use serde::{Deserialize, Serialize};
 use crate::ErrorCode;
 
 /// What a device sends to enroll.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+///
+/// A device the operator registered beforehand needs nothing else. A device nobody registered
+/// proves it belongs to a site with `site_code` + `enrollment_key` (zero-touch). A field tech
+/// re-enrolling a device sends `Authorization: Bearer <access token>` instead.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct EnrollRequest {
     /// PKCS#10 CSR, PEM, EC P-256 key, CN = device id.
     pub csr_pem: String,
     /// The device's WireGuard public key, base64.
     pub wg_public_key: String,
+    /// A stable identifier of the hardware (see the agent's `machine_uid` module); the bridge
+    /// treats it as opaque and deduplicates devices on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub machine_uid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
+    /// The site the device is installed at (zero-touch enrollment).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_code: Option<String>,
+    /// The site's enrollment key, `cek_…`. A secret: never logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrollment_key: Option<String>,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("wg_public_key", &self.wg_public_key)
+            .field("machine_uid", &self.machine_uid)
+            .field("hostname", &self.hostname)
+            .field("site_code", &self.site_code)
+            .field(
+                "enrollment_key",
+                &self.enrollment_key.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the bridge answers (202 Accepted, with `Retry-After`) when an enrollment waits for an
+/// administrator: the machine looks like a device that is already enrolled and online
+/// (collision gate). No certificate is issued. The device asks again with the same keys; once
+/// an administrator approved, that request completes the enrollment, and once rejected it is
+/// answered 403 `enrollment_rejected`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnrollPending {
+    pub device_id: String,
+    /// Always `pending`.
+    pub status: String,
+    /// The pending enrollment's id, for the administrator (`enrollment approve ID`).
+    pub pending_id: String,
+    pub message: String,
+    /// Seconds the device should wait before asking again (also in `Retry-After`).
+    pub retry_after_s: u64,
+}
+
+/// `POST /api/v1/auth/login`.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LoginRequest {
+    pub username: String,
+    /// Never logged.
+    pub password: String,
+}
+
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("username", &self.username)
+            .field("password", &"[redacted]")
+            .finish()
+    }
+}
+
+/// `POST /api/v1/auth/refresh`: a refresh token is used once; the answer carries a new pair.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RefreshRequest { refresh_token: [redacted] }")
+    }
+}
+
+/// The answer to a login or refresh (200).
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TokenResponse {
+    /// Sent as `Authorization: Bearer <access_token>`.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: String,
+    /// Seconds the access token is valid.
+    pub expires_in: u64,
+    pub refresh_token: String,
+    /// Seconds the refresh token is valid.
+    pub refresh_expires_in: u64,
+    pub username: String,
+    /// `admin` or `technician`.
+    pub role: String,
+}
+
+impl std::fmt::Debug for TokenResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenResponse")
+            .field("expires_in", &self.expires_in)
+            .field("refresh_expires_in", &self.refresh_expires_in)
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the bridge answers on success (201 first enrollment, 200 retry or re-enrollment).

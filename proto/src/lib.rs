@@ -14,8 +14,9 @@ pub mod fingerprint;
 pub mod wireguard;
 
 pub use api::{
-    CertificateInfo, EnrollRequest, EnrollResponse, ErrorBody, ErrorDetail, HawkbitProfile,
-    RenewRequest, RenewResponse, WireguardProfile,
+    CertificateInfo, EnrollPending, EnrollRequest, EnrollResponse, ErrorBody, ErrorDetail,
+    HawkbitProfile, LoginRequest, RefreshRequest, RenewRequest, RenewResponse, TokenResponse,
+    WireguardProfile,
 };
 pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
 pub use device_id::{DeviceId, DeviceIdError};

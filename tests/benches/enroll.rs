@@ -164,6 +164,8 @@ fn prepare(base_url: &str, ids: &[String], threads: usize) -> Result<Vec<Job>> {
                                 wg_public_key: wg_public_key(),
                                 machine_uid: None,
                                 hostname: None,
+                                site_code: None,
+                                enrollment_key: None,
                             };
                             let url =
                                 reqwest::Url::parse(&format!("{base_url}/api/devices/{id}/enroll"))
