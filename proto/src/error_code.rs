@@ -64,6 +64,7 @@ codes! {
     MachineUidInUse => "machine_uid_in_use",
     SiteUnknown => "site_unknown",
     SiteExists => "site_exists",
+    SiteInUse => "site_in_use",
     PendingUnknown => "pending_unknown",
     PendingDecided => "pending_decided",
     InvalidCredentials => "invalid_credentials",

@@ -18,6 +18,7 @@ use serde::Deserialize;
 use crate::wg::pool::{AddressPool, PoolError};
 
 mod admin;
+pub mod authz;
 mod integrations;
 mod stepca;
 pub use admin::{AdminArgs, AdminTokenError, MIN_ADMIN_TOKEN};
@@ -106,6 +107,8 @@ pub struct SettingsArgs {
     pub stepca: StepCaArgs,
     #[command(flatten)]
     pub admin: AdminArgs,
+    #[command(flatten)]
+    pub authz: authz::AuthzArgs,
 }
 
 /// The config file (TOML). Unknown keys are an error naming the key.
@@ -142,6 +145,13 @@ pub struct FileConfig {
     pub stepca_provisioner: Option<String>,
     pub stepca_password_file: Option<PathBuf>,
     pub admin_token_file: Option<PathBuf>,
+    pub collision_window: Option<String>,
+    pub enroll_max_failures: Option<u32>,
+    pub enroll_lockout: Option<String>,
+    pub enroll_rate: Option<u32>,
+    pub access_token_lifetime: Option<String>,
+    pub refresh_token_lifetime: Option<String>,
+    pub pending_poll: Option<String>,
 }
 
 /// A setting that cannot be used, named with its flag / variable / key.
@@ -192,6 +202,8 @@ pub enum ConfigError {
     StepCa(#[from] StepCaConfigError),
     #[error(transparent)]
     AdminToken(#[from] AdminTokenError),
+    #[error(transparent)]
+    Authz(#[from] authz::AuthzConfigError),
 }
 
 /// Where the data directory and config file are, before anything else is read.
@@ -303,8 +315,10 @@ pub struct Settings {
     pub integrations: Integrations,
     /// Set: step-ca signs device certificates instead of the built-in CA.
     pub stepca: Option<StepCaSettings>,
-    /// The admin API's bearer token; unset: the admin endpoints answer 503.
+    /// The admin API's bearer token; unset: only admin users' tokens open the admin API.
     pub admin_token: Option<Secret>,
+    /// Who may enroll: collision gate, limiter, token lifetimes.
+    pub authz: authz::AuthzSettings,
 }
 
 impl Settings {
@@ -414,6 +428,18 @@ impl Settings {
             },
         )?;
         let admin_token = admin::resolve(&args.admin, file.admin_token_file)?;
+        let authz = authz::AuthzSettings::resolve(
+            &args.authz,
+            authz::AuthzFileKeys {
+                collision_window: file.collision_window,
+                enroll_max_failures: file.enroll_max_failures,
+                enroll_lockout: file.enroll_lockout,
+                enroll_rate: file.enroll_rate,
+                access_token_lifetime: file.access_token_lifetime,
+                refresh_token_lifetime: file.refresh_token_lifetime,
+                pending_poll: file.pending_poll,
+            },
+        )?;
         let gateway_file = GatewayFileKeys {
             gateway: file.gateway,
             wg_interface: file.wg_interface,
@@ -442,6 +468,7 @@ impl Settings {
             integrations,
             stepca,
             admin_token,
+            authz,
         })
     }
 }

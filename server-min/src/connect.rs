@@ -107,6 +107,11 @@ impl ConnectService {
             }
             _ => return Err(ConnectError::NotEnrolled(id.clone())),
         }
+        // The collision gate asks whether a device was online recently.
+        {
+            let mut conn = self.db.acquire().await?;
+            devices::touch_seen(&mut conn, id.as_str(), self.clock.unix()).await?;
+        }
         let Some(registry) = &self.registry else {
             return Ok(ConnectOutcome::HawkbitNotConfigured);
         };

@@ -10,6 +10,7 @@
 //!   tls/server.key        0600
 //!   wireguard/private.key 0600 gateway WireGuard private key (base64)
 //!   wireguard/public.key  gateway WireGuard public key (base64)
+//!   auth/pepper.key       0600 key of the stored enrollment-key and token hashes
 //!   nexa.db               SQLite database (embedded default)
 //! ```
 //!
@@ -78,6 +79,9 @@ impl DataDir {
     }
     pub fn wg_public_key(&self) -> PathBuf {
         self.root.join("wireguard/public.key")
+    }
+    pub fn pepper(&self) -> PathBuf {
+        self.root.join("auth/pepper.key")
     }
     pub fn database(&self) -> PathBuf {
         self.root.join("nexa.db")

@@ -2,6 +2,8 @@
 //!
 //! See ARCHITECTURE.md at the repository root for the map of modules and the enrollment flow.
 
+pub mod admin;
+pub mod auth;
 pub mod ca;
 pub mod cli;
 pub mod clock;

@@ -7,6 +7,11 @@ use std::time::Duration;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
+use crate::admin::AdminService;
+use crate::auth::limiter::EnrollLimiter;
+use crate::auth::secret::PepperError;
+use crate::auth::tokens::TokenService;
+use crate::auth::{KeyHasher, Pepper};
 use crate::ca::Signer;
 use crate::ca::builtin::{BuiltinCa, CaError};
 use crate::ca::stepca::{StepCa, StepCaError};
@@ -16,7 +21,8 @@ use crate::connect::ConnectService;
 use crate::datadir::DataDir;
 use crate::db::Db;
 use crate::decommission::{CaRevoker, DecommissionService, PeerRemoval};
-use crate::enroll::{EnrollService, HawkbitProvisioning};
+use crate::enroll::site::SiteGate;
+use crate::enroll::{EnrollService, GateSettings, HawkbitProvisioning};
 use crate::hawkbit::{HawkbitClient, HawkbitError, TargetRegistry};
 use crate::http::crl::CrlSource;
 use crate::http::decommission::AdminApi;
@@ -31,6 +37,8 @@ use nexa_wg::KernelLink;
 /// Errors that stop the server from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
+    #[error(transparent)]
+    Pepper(#[from] PepperError),
     #[error(transparent)]
     Init(#[from] InitError),
     #[error(transparent)]
@@ -159,12 +167,30 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     }
     let (admin, crl) = lifecycle(&settings, &db, builtin, revoker, registry.clone(), &clock);
     let connect = ConnectService::new(db.clone(), registry, clock.clone());
+    let pepper = Pepper::load_or_create(&DataDir::new(&settings.data_dir))?;
+    let hasher = KeyHasher::new(&pepper);
+    let authz = &settings.authz;
+    let site_gate = SiteGate::new(
+        db.clone(),
+        hasher.clone(),
+        Arc::new(EnrollLimiter::new(authz.limits)),
+    );
+    let gate = GateSettings {
+        collision_window: authz.collision_window,
+        pending_poll: authz.pending_poll,
+    };
+    let tokens = TokenService::new(db.clone(), hasher.clone(), clock.clone(), authz.tokens);
+    let admin_ops = AdminService::new(db.clone(), hasher, clock.clone());
     let app = router(AppState {
         enroll: Arc::new(
             service
                 .with_broker(settings.integrations.mqtt_url.clone())
-                .with_hawkbit(provisioning),
+                .with_hawkbit(provisioning)
+                .with_sites(site_gate, gate),
         ),
+        tokens: Arc::new(tokens),
+        login_limiter: Arc::new(EnrollLimiter::new(authz.limits)),
+        admin_ops: Arc::new(admin_ops),
         renew: Arc::new(renew),
         gateway,
         max_body: settings.max_body_bytes,

@@ -64,11 +64,34 @@ pub struct AuditArgs {
     /// Only events of this device.
     #[arg(long)]
     pub device: Option<String>,
+    /// Only events of this actor, e.g. technician:bob or operator:root.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Only this action (device.enrolled), or a prefix ending in a dot (enrollment.).
+    #[arg(long)]
+    pub action: Option<String>,
+    /// Only events at or after this time (RFC 3339), or this long ago (e.g. 2h).
+    #[arg(long, value_name = "TIME|DURATION")]
+    pub since: Option<String>,
     /// Newest N events.
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--since`: an RFC 3339 time, or a duration before now.
+fn parse_since(raw: &str) -> Result<i64, CliError> {
+    if let Ok(t) = OffsetDateTime::parse(raw, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as i64);
+    }
+    let ago = parse_duration(raw).map_err(|e| {
+        CliError::Usage(format!(
+            "--since {raw:?} is neither an RFC 3339 time (2026-12-01T00:00:00Z) nor a duration (2h): {e}"
+        ))
+    })?;
+    let now_ms = (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+    Ok(now_ms - i64::try_from(ago.as_millis()).unwrap_or(i64::MAX / 2))
 }
 
 fn parse_id(raw: &str) -> Result<DeviceId, CliError> {
@@ -369,11 +392,18 @@ async fn revoke(db: &Db, id: &DeviceId, reason: Option<String>) -> Result<(), Cl
 
 pub async fn audit(db: &Db, args: AuditArgs) -> Result<(), CliError> {
     let device = args.device.as_deref().map(parse_id).transpose()?;
+    let since_ms = args.since.as_deref().map(parse_since).transpose()?;
     let mut conn = db.acquire().await?;
-    let events = audit::list(
+    let events = audit::query(
         &mut conn,
-        device.as_ref().map(DeviceId::as_str),
-        args.limit.max(1),
+        &audit::AuditFilter {
+            device: device.map(|d| d.to_string()),
+            actor: args.actor.clone(),
+            action: args.action.clone(),
+            since_ms,
+            until_ms: None,
+            limit: Some(args.limit.max(1)),
+        },
     )
     .await?;
     for ev in events {

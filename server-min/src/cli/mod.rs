@@ -1,14 +1,18 @@
 //! Command line of `nexa-server`: argument types and dispatch. Each command group has its
 //! own module.
 
+mod admin;
 mod decommission;
 mod device;
+mod password;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::admin::AdminService;
+use crate::auth::{KeyHasher, Pepper};
 use crate::config::{ConfigError, GatewayMode, Locations, Settings, SettingsArgs};
 use crate::datadir::DataDir;
 use crate::db::{Db, DbError};
@@ -64,6 +68,15 @@ pub enum Command {
     /// Register and inspect devices.
     #[command(subcommand)]
     Device(device::DeviceCommand),
+    /// Sites and their enrollment keys (zero-touch enrollment).
+    #[command(subcommand)]
+    Site(admin::SiteCommand),
+    /// Enrollments held by the collision gate: list, approve, reject.
+    #[command(subcommand)]
+    Enrollment(admin::EnrollmentCommand),
+    /// Users: administrators and field technicians.
+    #[command(subcommand)]
+    User(admin::UserCommand),
     /// Show the audit trail.
     Audit(device::AuditArgs),
     /// The WireGuard gateway interface this server manages.
@@ -173,6 +186,24 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             db.close().await;
             result
         }
+        Command::Site(cmd) => {
+            let (svc, db) = admin_service(&loc.data_dir).await?;
+            let result = admin::site(&svc, cmd).await;
+            db.close().await;
+            result
+        }
+        Command::Enrollment(cmd) => {
+            let (svc, db) = admin_service(&loc.data_dir).await?;
+            let result = admin::enrollment(&svc, cmd).await;
+            db.close().await;
+            result
+        }
+        Command::User(cmd) => {
+            let (svc, db) = admin_service(&loc.data_dir).await?;
+            let result = admin::user(&svc, cmd).await;
+            db.close().await;
+            result
+        }
         Command::Audit(args) => {
             let db = open_existing(&loc.data_dir).await?;
             let result = device::audit(&db, args).await;
@@ -228,6 +259,19 @@ async fn open_existing(data_dir: &Path) -> Result<Db, CliError> {
     let dir = DataDir::new(data_dir);
     require_initialised(&dir)?;
     Ok(Db::open_sqlite(&dir.database()).await?)
+}
+
+/// The administration service on an initialised data directory.
+async fn admin_service(data_dir: &Path) -> Result<(AdminService, Db), CliError> {
+    let db = open_existing(data_dir).await?;
+    let pepper = Pepper::load_or_create(&DataDir::new(data_dir))
+        .map_err(|e| CliError::Failed(crate::error_chain(&e)))?;
+    let svc = AdminService::new(
+        db.clone(),
+        KeyHasher::new(&pepper),
+        std::sync::Arc::new(crate::clock::SystemClock),
+    );
+    Ok((svc, db))
 }
 
 /// The operator running a CLI command, for the audit trail.

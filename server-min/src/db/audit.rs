@@ -78,3 +78,53 @@ pub async fn list(
     rows.reverse();
     Ok(rows)
 }
+
+/// Which audit events to read.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditFilter {
+    pub device: Option<String>,
+    pub actor: Option<String>,
+    /// An action (`device.enrolled`), or a prefix ending in `.` (`enrollment.`).
+    pub action: Option<String>,
+    /// Unix milliseconds, inclusive.
+    pub since_ms: Option<i64>,
+    /// Unix milliseconds, exclusive.
+    pub until_ms: Option<i64>,
+    /// At most this many, the newest (default 100, at most 10,000).
+    pub limit: Option<i64>,
+}
+
+/// The newest events matching `f`, oldest first.
+pub async fn query(
+    conn: &mut SqliteConnection,
+    f: &AuditFilter,
+) -> Result<Vec<AuditEvent>, DbError> {
+    let (action_exact, action_prefix) = match f.action.as_deref() {
+        Some(a) if a.ends_with('.') => (
+            None,
+            Some(format!("{}%", a.replace('%', "").replace('_', "\\_"))),
+        ),
+        Some(a) => (Some(a.to_owned()), None),
+        None => (None, None),
+    };
+    let mut rows: Vec<AuditEvent> = sqlx::query_as(
+        "SELECT id, at_ms, actor, action, device_id, source, detail FROM audit_events \
+         WHERE ($1 IS NULL OR device_id = $1) AND ($2 IS NULL OR actor = $2) \
+           AND ($3 IS NULL OR action = $3) AND ($4 IS NULL OR action LIKE $4 ESCAPE '\\') \
+           AND ($5 IS NULL OR at_ms >= $5) AND ($6 IS NULL OR at_ms < $6) \
+         ORDER BY at_ms DESC, id DESC LIMIT $7",
+    )
+    .bind(&f.device)
+    .bind(&f.actor)
+    .bind(action_exact)
+    .bind(action_prefix)
+    .bind(f.since_ms)
+    .bind(f.until_ms)
+    .bind(f.limit.unwrap_or(100).clamp(1, 10_000))
+    .fetch_all(conn)
+    .await
+    .doing("querying audit events")?;
+    rows.reverse();
+    Ok(rows)
+}

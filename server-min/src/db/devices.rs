@@ -28,6 +28,11 @@ pub struct DeviceRow {
     pub hawkbit_target_at: Option<i64>,
     /// When an operator decommissioned the device.
     pub decommissioned_at: Option<i64>,
+    pub tenant: String,
+    /// The site it enrolled at with a site key, if any.
+    pub site_id: Option<String>,
+    /// The last time it proved itself: enrollment, renewal, broker connect.
+    pub last_seen_at: Option<i64>,
 }
 
 impl DeviceRow {
@@ -44,7 +49,7 @@ pub const STATE_REVOKED: &str = "revoked";
 pub const STATE_DECOMMISSIONED: &str = "decommissioned";
 
 const COLUMNS: &str = "id, state, note, created_at, updated_at, machine_uid, hostname, ec_spki_sha256, \
-     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation, revoked_at, hawkbit_target_at, decommissioned_at";
+     wg_public_key, wg_host, profile_revision, cert_serial, cert_not_after, enrolled_at, reenroll_until, generation, revoked_at, hawkbit_target_at, decommissioned_at, tenant, site_id, last_seen_at";
 
 /// Registers a device id; returns false if it already existed (left unchanged).
 pub async fn register(
@@ -64,6 +69,74 @@ pub async fn register(
     .await
     .doing("registering a device")?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Registers a device id that a site key authorized, inside the enrollment's transaction;
+/// false if the id exists already (a racing request registered it first).
+pub async fn register_at_site(
+    conn: &mut SqliteConnection,
+    id: &str,
+    tenant: &str,
+    site_id: &str,
+    now: i64,
+) -> Result<bool, DbError> {
+    let done = sqlx::query(
+        "INSERT INTO devices (id, state, note, created_at, updated_at, tenant, site_id) \
+         VALUES ($1, 'registered', 'enrolled with a site key', $2, $2, $3, $4) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(id)
+    .bind(now)
+    .bind(tenant)
+    .bind(site_id)
+    .execute(conn)
+    .await
+    .doing("registering a device at its site")?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Which device other than `except_id` holds this WireGuard key, if any.
+pub async fn wg_key_owner(
+    conn: &mut SqliteConnection,
+    wg_key: &str,
+    except_id: &str,
+) -> Result<Option<String>, DbError> {
+    sqlx::query_scalar("SELECT id FROM devices WHERE wg_public_key = $1 AND id <> $2")
+        .bind(wg_key)
+        .bind(except_id)
+        .fetch_optional(conn)
+        .await
+        .doing("looking for the WireGuard key's device")
+}
+
+/// Another live device (not revoked or decommissioned) of the tenant holding `machine_uid`.
+pub async fn machine_owner(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    machine_uid: &str,
+    except_id: &str,
+) -> Result<Option<String>, DbError> {
+    sqlx::query_scalar(
+        "SELECT id FROM devices WHERE tenant = $1 AND machine_uid = $2 AND id <> $3 \
+             AND state NOT IN ('revoked', 'decommissioned') ORDER BY id LIMIT 1",
+    )
+    .bind(tenant)
+    .bind(machine_uid)
+    .bind(except_id)
+    .fetch_optional(conn)
+    .await
+    .doing("looking for the machine's device")
+}
+
+/// Notes that the device proved itself now (a broker connect).
+pub async fn touch_seen(conn: &mut SqliteConnection, id: &str, now: i64) -> Result<(), DbError> {
+    sqlx::query("UPDATE devices SET last_seen_at = $1 WHERE id = $2")
+        .bind(now)
+        .bind(id)
+        .execute(conn)
+        .await
+        .doing("noting when a device was seen")?;
+    Ok(())
 }
 
 pub async fn get(conn: &mut SqliteConnection, id: &str) -> Result<Option<DeviceRow>, DbError> {
@@ -171,6 +244,8 @@ pub struct EnrolledState<'a> {
     pub cert_not_after: i64,
     /// Close the re-enrollment window (a re-enrollment consumed it).
     pub consume_window: bool,
+    /// The site whose key authorized this enrollment (None leaves the site as it is).
+    pub site_id: Option<&'a str>,
     pub now: i64,
 }
 
@@ -185,7 +260,8 @@ pub async fn apply_enrollment(
         "UPDATE devices SET state = 'enrolled', machine_uid = COALESCE($1, machine_uid), \
              hostname = COALESCE($2, hostname), ec_spki_sha256 = $3, wg_public_key = $4, wg_host = $5, \
              profile_revision = $6, cert_serial = $7, cert_not_after = $8, \
-             enrolled_at = COALESCE(enrolled_at, $9), updated_at = $9, \
+             enrolled_at = COALESCE(enrolled_at, $9), updated_at = $9, last_seen_at = $9, \
+             site_id = COALESCE($13, site_id), \
              reenroll_until = CASE WHEN $10 THEN NULL ELSE reenroll_until END, \
              generation = generation + 1 \
          WHERE id = $11 AND generation = $12",
@@ -202,6 +278,7 @@ pub async fn apply_enrollment(
     .bind(st.consume_window)
     .bind(st.id)
     .bind(expected_generation)
+    .bind(st.site_id)
     .execute(conn)
     .await
     .doing("storing an enrollment")?;
@@ -221,7 +298,7 @@ pub async fn apply_renewal(
 ) -> Result<bool, DbError> {
     let done = sqlx::query(
         "UPDATE devices SET ec_spki_sha256 = $1, cert_serial = $2, cert_not_after = $3, \
-             updated_at = $4, generation = generation + 1 \
+             updated_at = $4, last_seen_at = $4, generation = generation + 1 \
          WHERE id = $5 AND generation = $6 AND state = 'enrolled'",
     )
     .bind(spki_sha256)

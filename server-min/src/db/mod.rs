@@ -10,7 +10,10 @@ pub mod certificates;
 pub mod decommission;
 pub mod devices;
 pub mod peer_set;
+pub mod pending;
 pub mod settings;
+pub mod sites;
+pub mod users;
 
 use std::path::Path;
 use std::str::FromStr;

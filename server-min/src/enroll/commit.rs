@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{EnrollError, Plan};
 use crate::clock::Clock;
-use crate::db::{Db, DbError, QueryContext, audit, certificates, devices};
+use crate::db::{Db, DbError, QueryContext, audit, certificates, devices, pending};
 use crate::hawkbit::TargetOutcome;
 use crate::wg::pool::AddressPool;
 use std::sync::Arc;
@@ -43,6 +43,30 @@ pub struct EnrollmentWrite {
     pub source: Option<String>,
     /// The device's hawkBit target was provisioned (and given a new token) for this write.
     pub hawkbit_target: Option<TargetOutcome>,
+    /// Register the device first (a site key authorized an unknown id).
+    pub register: Option<Registration>,
+    /// The site (id, code) whose key authorized this enrollment.
+    pub site: Option<(String, String)>,
+    /// The code of the site the device moves away from.
+    pub moved_from: Option<String>,
+    /// (tenant, machine_uid) no other live device may hold when this commits.
+    pub machine_guard: Option<(String, String)>,
+    /// Revoke (rather than supersede) the previous certificate: new keys under an authority
+    /// other than the operator's window, so the old key must never be trusted again.
+    pub revoke_previous: bool,
+    /// The approved pending enrollment this write completes.
+    pub complete_pending: Option<String>,
+    /// Who the audit trail names: `device:<id>`, or the technician who re-enrolled it.
+    pub actor: String,
+    /// What authorized it, for the audit trail.
+    pub authorized_by: Option<String>,
+}
+
+/// A device registered by its enrollment.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub tenant: String,
+    pub site_id: String,
 }
 
 /// A committed enrollment.
@@ -164,6 +188,22 @@ async fn apply(
             CommitError::Failed(e.into())
         }
     };
+    if let Some(reg) = &w.register
+        && !devices::register_at_site(conn, &w.id, &reg.tenant, &reg.site_id, now)
+            .await
+            .map_err(db_err)?
+    {
+        return Err(CommitError::Conflict);
+    }
+    if let Some((tenant, uid)) = &w.machine_guard
+        && devices::machine_owner(conn, tenant, uid, &w.id)
+            .await
+            .map_err(db_err)?
+            .is_some()
+    {
+        // Another id took this machine meanwhile; the retry refuses with its name.
+        return Err(CommitError::Conflict);
+    }
     let host = match w.existing_host {
         Some(host) => host,
         None => pool
@@ -182,6 +222,7 @@ async fn apply(
         cert_serial: &w.serial,
         cert_not_after: w.not_after,
         consume_window: w.plan == Plan::Reenroll,
+        site_id: w.site.as_ref().map(|(id, _)| id.as_str()),
         now,
     };
     if !devices::apply_enrollment(conn, &state, w.generation)
@@ -195,22 +236,34 @@ async fn apply(
             .await
             .map_err(db_err)?;
     }
+    if let Some(p) = &w.complete_pending
+        && !pending::complete(conn, p, now).await.map_err(db_err)?
+    {
+        return Err(CommitError::Conflict);
+    }
     if w.plan != Plan::First {
-        certificates::supersede_active(conn, &w.id, now)
-            .await
-            .map_err(db_err)?;
+        if w.revoke_previous {
+            certificates::revoke_active(conn, &w.id, now)
+                .await
+                .map_err(db_err)?;
+        } else {
+            certificates::supersede_active(conn, &w.id, now)
+                .await
+                .map_err(db_err)?;
+        }
     }
     certificates::insert_active(conn, &w.serial, &w.id, w.not_before, w.not_after, now)
         .await
         .map_err(db_err)?;
     let address = pool.interface_address(host);
-    let action = match w.plan {
-        Plan::First => "device.enrolled",
-        Plan::Repeat => "device.enrollment_repeated",
-        Plan::Reenroll => "device.reenrolled",
+    let action = match (w.plan, &w.moved_from) {
+        (Plan::First, _) => "device.enrolled",
+        (_, Some(_)) => "device.site_moved",
+        (Plan::Repeat, None) => "device.enrollment_repeated",
+        (Plan::Reenroll, None) => "device.reenrolled",
     };
     let event = audit::AuditEvent::new(
-        format!("device:{}", w.id),
+        w.actor.clone(),
         action,
         Some(&w.id),
         w.source.clone(),
@@ -218,9 +271,21 @@ async fn apply(
             "address": address,
             "serial": w.serial,
             "superseded_serial": w.superseded_serial,
+            "previous_certificate": if w.superseded_serial.is_none() {
+                None
+            } else if w.revoke_previous {
+                Some("revoked")
+            } else {
+                Some("superseded")
+            },
             "profile_revision": w.profile_revision,
             "wg_public_key": w.wg_public_key,
             "hawkbit_target": w.hawkbit_target.map(TargetOutcome::as_str),
+            "site": w.site.as_ref().map(|(_, code)| code),
+            "moved_from": w.moved_from,
+            "authorized_by": w.authorized_by,
+            "registered": w.register.is_some(),
+            "outcome": "ok",
         }),
     );
     audit::record(conn, &event).await.map_err(db_err)?;
@@ -248,6 +313,14 @@ mod tests {
             superseded_serial: None,
             source: None,
             hawkbit_target: None,
+            register: None,
+            site: None,
+            moved_from: None,
+            machine_guard: None,
+            revoke_previous: false,
+            complete_pending: None,
+            actor: format!("device:{id}"),
+            authorized_by: None,
         }
     }
 

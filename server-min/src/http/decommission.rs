@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::AppState;
-use super::auth::admin_refusal;
+use super::auth::require_admin;
 use super::error::{ApiError, internal};
 use crate::config::Secret;
 use crate::decommission::{DecommissionError, DecommissionService, Report, Request, RetryPolicy};
@@ -46,11 +46,14 @@ pub async fn delete_device(
     query: Result<Query<DeleteQuery>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(refused) = admin_refusal(state.admin.token.as_ref(), &headers) {
-        tracing::warn!(%peer, status = refused.status().as_u16(), "admin call refused");
-        return refused;
-    }
-    decommission(&state, peer, path, query)
+    let principal = match require_admin(state.admin.token.as_ref(), &state.tokens, &headers).await {
+        Ok(p) => p,
+        Err(refused) => {
+            tracing::warn!(%peer, status = refused.status().as_u16(), "admin call refused");
+            return refused;
+        }
+    };
+    decommission(&state, peer, path, query, principal.actor())
         .await
         .unwrap_or_else(|refused| *refused)
 }
@@ -60,6 +63,7 @@ async fn decommission(
     peer: SocketAddr,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<DeleteQuery>, QueryRejection>,
+    actor: String,
 ) -> Result<Response, Box<Response>> {
     let id = super::path_device_id(path).map_err(|e| Box::new(e.into_response()))?;
     let invalid = |m: String| {
@@ -77,7 +81,7 @@ async fn decommission(
         )));
     }
     let req = Request {
-        actor: "admin:api".into(),
+        actor,
         source: Some(peer.ip().to_string()),
         reason: query.reason.filter(|r| !r.trim().is_empty()),
     };

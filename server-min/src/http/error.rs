@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use nexa_proto::{ErrorBody, ErrorCode, ErrorDetail};
 
+use crate::auth::tokens::AuthError;
 use crate::ca::SignerError;
 use crate::enroll::EnrollError;
 use crate::hawkbit::HawkbitError;
@@ -23,6 +24,8 @@ pub struct ApiError {
     pub retry_after_secs: Option<u64>,
     /// Ask the client to close the connection after this answer.
     pub close_connection: bool,
+    /// Send `WWW-Authenticate: Bearer` (a 401 for a missing or bad token).
+    pub www_authenticate: bool,
 }
 
 impl ApiError {
@@ -33,6 +36,7 @@ impl ApiError {
             message: message.into(),
             retry_after_secs: None,
             close_connection: false,
+            www_authenticate: false,
         }
     }
 }
@@ -49,6 +53,12 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.www_authenticate {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"nexa\""),
+            );
         }
         resp
     }
@@ -125,7 +135,21 @@ impl From<EnrollError> for ApiError {
                      has the details",
                 )
             }
+            EnrollError::MachineKnownAs { .. } => {
+                ApiError::new(S::CONFLICT, ErrorCode::MachineUidInUse, msg)
+            }
+            EnrollError::Rejected(_) => {
+                ApiError::new(S::FORBIDDEN, ErrorCode::EnrollmentRejected, msg)
+            }
+            EnrollError::EnrollmentKeyInvalid => {
+                ApiError::new(S::UNAUTHORIZED, ErrorCode::EnrollmentKeyInvalid, msg)
+            }
+            EnrollError::RateLimited { retry_after, .. } => ApiError {
+                retry_after_secs: Some(retry_after.as_secs().max(1)),
+                ..ApiError::new(S::TOO_MANY_REQUESTS, ErrorCode::RateLimited, msg)
+            },
             EnrollError::Signer(SignerError::Internal(_))
+            | EnrollError::Internal(_)
             | EnrollError::Hawkbit(HawkbitError::Setup(_))
             | EnrollError::Db(_)
             | EnrollError::CommitFailed(_)
@@ -143,6 +167,25 @@ pub fn internal(e: &dyn std::error::Error) -> ApiError {
         ErrorCode::Internal,
         "internal error; the bridge log has the details",
     )
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        use StatusCode as S;
+        let msg = e.to_string();
+        let unauthorized = |code| {
+            let mut err = ApiError::new(S::UNAUTHORIZED, code, msg.clone());
+            err.www_authenticate = true;
+            err
+        };
+        match e {
+            AuthError::InvalidCredentials => unauthorized(ErrorCode::InvalidCredentials),
+            AuthError::TokenInvalid => unauthorized(ErrorCode::TokenInvalid),
+            AuthError::TokenExpired => unauthorized(ErrorCode::TokenExpired),
+            AuthError::UserDisabled(_) => ApiError::new(S::FORBIDDEN, ErrorCode::UserDisabled, msg),
+            AuthError::Random(_) | AuthError::Db(_) | AuthError::Task(_) => internal(&e),
+        }
+    }
 }
 
 impl From<RenewError> for ApiError {

@@ -1,11 +1,13 @@
 //! The HTTP API: routing, limits and the JSON error contract.
 
+pub mod admin;
 pub mod auth;
 pub mod body;
 pub mod crl;
 pub mod decommission;
 pub mod enroll;
 pub mod error;
+pub mod login;
 pub mod renew;
 pub mod webhook;
 
@@ -15,6 +17,9 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{delete, get, post};
 
+use crate::admin::AdminService;
+use crate::auth::limiter::EnrollLimiter;
+use crate::auth::tokens::TokenService;
 use crate::config::Secret;
 use crate::connect::ConnectService;
 use crate::enroll::EnrollService;
@@ -42,6 +47,12 @@ pub struct AppState {
     pub admin: Arc<decommission::AdminApi>,
     /// Who answers `GET /api/crl`.
     pub crl: Arc<crl::CrlSource>,
+    /// Users' logins, refreshes and access tokens.
+    pub tokens: Arc<TokenService>,
+    /// Bad passwords per (user name, address).
+    pub login_limiter: Arc<EnrollLimiter>,
+    /// Sites, keys, pending enrollments, users.
+    pub admin_ops: Arc<AdminService>,
 }
 
 /// Builds the router. `state.max_body` bounds every request body.
@@ -55,6 +66,30 @@ pub fn router(state: AppState) -> Router {
         // Certificate life cycle: decommission (admin) and the CRL.
         .route("/api/devices/{id}", delete(decommission::delete_device))
         .route("/api/crl", get(crl::crl))
+        // Who may enroll: users' logins and the admin API (admin role).
+        .route("/api/v1/auth/login", post(login::login))
+        .route("/api/v1/auth/refresh", post(login::refresh))
+        .route(
+            "/api/v1/sites",
+            get(admin::list_sites).post(admin::create_site),
+        )
+        .route(
+            "/api/v1/sites/{code}",
+            get(admin::get_site)
+                .patch(admin::patch_site)
+                .delete(admin::delete_site),
+        )
+        .route("/api/v1/sites/{code}/enrollment-key", get(admin::key_info))
+        .route(
+            "/api/v1/sites/{code}/enrollment-key/rotate",
+            post(admin::rotate_key),
+        )
+        .route("/api/v1/enrollments/pending", get(admin::list_pending))
+        .route("/api/v1/enrollments/{id}/approve", post(admin::approve))
+        .route("/api/v1/enrollments/{id}/reject", post(admin::reject))
+        .route("/api/v1/devices", get(admin::list_devices))
+        .route("/api/v1/devices/{id}", delete(decommission::delete_device))
+        .route("/api/v1/audit", get(admin::audit_log))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
