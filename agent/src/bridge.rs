@@ -3,16 +3,27 @@
 //! Each call's failure is classified: [`BridgeError::is_retryable`] is true for network
 //! errors, 5xx and 429 (the bridge or its CA is down or busy), false for refusals (4xx) and
 //! trust failures, which no retry can fix.
+//!
+//! An enrollment may also be answered 202 (`EnrollPending`): it waits for an administrator,
+//! and the same request is asked again later ([`EnrollAnswer::Pending`]). A technician's login
+//! and token refresh are here too; their secrets are borrowed into the request body and the
+//! bearer header (marked sensitive), never logged.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use nexa_proto::{DeviceId, EnrollRequest, EnrollResponse, RenewRequest, RenewResponse};
+use nexa_proto::{
+    DeviceId, EnrollPending, EnrollRequest, EnrollResponse, RenewRequest, RenewResponse,
+    TokenResponse,
+};
 use reqwest::{StatusCode, Url, header};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
+use crate::auth::Tokens;
 use crate::config::BridgeSettings;
+use crate::secret::SecretString;
 use crate::trust::{ClientIdentity, PinMismatch, PinnedRootVerifier, client_config};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -73,6 +84,44 @@ pub struct Enrolled {
     pub response: EnrollResponse,
 }
 
+/// An enrollment the bridge holds for an administrator's approval (202).
+#[derive(Debug)]
+pub struct Pending {
+    pub body: EnrollPending,
+    /// The `Retry-After` header, else the body's `retry_after_s`.
+    pub retry_after: Option<Duration>,
+}
+
+/// What an enrollment request came back with.
+#[derive(Debug)]
+pub enum EnrollAnswer {
+    /// 201 (first enrollment) or 200 (repeat, re-enrollment, or approved).
+    Enrolled(Box<Enrolled>),
+    /// 202: ask again later with the same keys and the same request.
+    Pending(Pending),
+}
+
+/// A 2xx answer, before its body is parsed.
+struct Success {
+    status: StatusCode,
+    retry_after: Option<Duration>,
+    /// Zeroized when dropped: a login answer carries tokens.
+    body: Zeroizing<Vec<u8>>,
+}
+
+/// `LoginRequest` / `RefreshRequest` with borrowed secrets, so no extra copy is made (the
+/// field names are the contract's; a test compares them with `nexa_proto`'s types).
+#[derive(Serialize)]
+struct LoginBody<'a> {
+    username: &'a str,
+    password: &'a str,
+}
+
+#[derive(Serialize)]
+struct RefreshBody<'a> {
+    refresh_token: &'a str,
+}
+
 /// The bridge client.
 #[derive(Debug, Clone)]
 pub struct BridgeClient {
@@ -128,20 +177,47 @@ impl BridgeClient {
         })
     }
 
-    /// `POST api/devices/{id}/enroll`.
+    /// `POST api/devices/{id}/enroll`, with a technician's access token when given.
     pub async fn enroll(
         &self,
         id: &DeviceId,
         request: &EnrollRequest,
-    ) -> Result<Enrolled, BridgeError> {
-        let (status, response) = self
-            .post_json(
-                &format!("api/devices/{id}/enroll"),
-                request,
-                "an enrollment response",
-            )
+        bearer: Option<&SecretString>,
+    ) -> Result<EnrollAnswer, BridgeError> {
+        let ok = self
+            .post(&format!("api/devices/{id}/enroll"), request, bearer)
             .await?;
-        Ok(Enrolled { status, response })
+        if ok.status == StatusCode::ACCEPTED {
+            let body: EnrollPending = parse(&ok, "a pending enrollment (202)")?;
+            let retry_after = ok.retry_after.or_else(|| {
+                (body.retry_after_s > 0).then(|| Duration::from_secs(body.retry_after_s))
+            });
+            return Ok(EnrollAnswer::Pending(Pending { body, retry_after }));
+        }
+        let response = parse(&ok, "an enrollment response")?;
+        Ok(EnrollAnswer::Enrolled(Box::new(Enrolled {
+            status: ok.status,
+            response,
+        })))
+    }
+
+    /// `POST api/v1/auth/login`.
+    pub async fn login(&self, user: &str, password: &SecretString) -> Result<Tokens, BridgeError> {
+        let body = LoginBody {
+            username: user,
+            password: password.expose(),
+        };
+        let ok = self.post("api/v1/auth/login", &body, None).await?;
+        Ok(parse::<TokenResponse>(&ok, "a login answer")?.into())
+    }
+
+    /// `POST api/v1/auth/refresh`: a new pair for `tokens`' refresh token (which is then spent).
+    pub async fn refresh(&self, tokens: &Tokens) -> Result<Tokens, BridgeError> {
+        let body = RefreshBody {
+            refresh_token: tokens.refresh.expose(),
+        };
+        let ok = self.post("api/v1/auth/refresh", &body, None).await?;
+        Ok(parse::<TokenResponse>(&ok, "a token refresh answer")?.into())
     }
 
     /// `POST api/devices/{id}/renew` (the client must have been built with the device's
@@ -151,26 +227,33 @@ impl BridgeClient {
         id: &DeviceId,
         request: &RenewRequest,
     ) -> Result<RenewResponse, BridgeError> {
-        let (_, response) = self
-            .post_json(
-                &format!("api/devices/{id}/renew"),
-                request,
-                "a renewal response",
-            )
+        let ok = self
+            .post(&format!("api/devices/{id}/renew"), request, None)
             .await?;
-        Ok(response)
+        parse(&ok, "a renewal response")
     }
 
-    /// Posts `request` as JSON; a 2xx body is parsed as `T` (`what` names it in errors), any
-    /// other answer is classified.
-    async fn post_json<R: Serialize, T: DeserializeOwned>(
+    /// Posts `request` as JSON (with `Authorization: Bearer` when `bearer` is given); a 2xx
+    /// answer is returned as is, any other is classified.
+    async fn post<R: Serialize>(
         &self,
         path: &str,
         request: &R,
-        what: &str,
-    ) -> Result<(StatusCode, T), BridgeError> {
+        bearer: Option<&SecretString>,
+    ) -> Result<Success, BridgeError> {
         let url = self.url(path)?;
-        let resp = match self.http.post(url.clone()).json(request).send().await {
+        let mut builder = self.http.post(url.clone()).json(request);
+        if let Some(token) = bearer {
+            let value = Zeroizing::new(format!("Bearer {}", token.expose()));
+            let mut value =
+                header::HeaderValue::from_str(&value).map_err(|_| BridgeError::BadResponse {
+                    status: StatusCode::UNAUTHORIZED,
+                    detail: "the access token the bridge issued is not a valid header value".into(),
+                })?;
+            value.set_sensitive(true);
+            builder = builder.header(header::AUTHORIZATION, value);
+        }
+        let resp = match builder.send().await {
             Ok(r) => r,
             Err(e) => return Err(self.classify_send_error(&url, &e)),
         };
@@ -186,12 +269,11 @@ impl BridgeClient {
             detail: chain(&e),
         })?;
         if status.is_success() {
-            let response: T =
-                serde_json::from_slice(&body).map_err(|e| BridgeError::BadResponse {
-                    status,
-                    detail: format!("not {what}: {e}"),
-                })?;
-            return Ok((status, response));
+            return Ok(Success {
+                status,
+                retry_after,
+                body: Zeroizing::new(body.to_vec()),
+            });
         }
         let (code, message) = error_of(&body);
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
@@ -226,6 +308,14 @@ impl BridgeClient {
             detail: chain(e),
         }
     }
+}
+
+/// A 2xx body parsed as `T` (`what` names it in errors).
+fn parse<T: DeserializeOwned>(ok: &Success, what: &str) -> Result<T, BridgeError> {
+    serde_json::from_slice(&ok.body).map_err(|e| BridgeError::BadResponse {
+        status: ok.status,
+        detail: format!("not {what}: {e}"),
+    })
 }
 
 /// The code and message of an error body, `{"error":{"code","message"}}`. Codes this agent
@@ -302,5 +392,26 @@ mod tests {
         let (code, message) = error_of(b"<html>bad gateway</html>");
         assert_eq!(code, "unknown");
         assert!(message.contains("bad gateway"));
+    }
+
+    #[test]
+    fn borrowed_bodies_serialize_like_the_contract() {
+        let borrowed = serde_json::to_value(LoginBody {
+            username: "tech",
+            password: "pw",
+        })
+        .unwrap();
+        let contract = serde_json::to_value(nexa_proto::LoginRequest {
+            username: "tech".into(),
+            password: "pw".into(),
+        })
+        .unwrap();
+        assert_eq!(borrowed, contract);
+        let borrowed = serde_json::to_value(RefreshBody { refresh_token: "r" }).unwrap();
+        let contract = serde_json::to_value(nexa_proto::RefreshRequest {
+            refresh_token: "r".into(),
+        })
+        .unwrap();
+        assert_eq!(borrowed, contract);
     }
 }

@@ -7,7 +7,8 @@
 //! /certs/wg0.conf       0600  complete wg-quick file, with the local PrivateKey
 //! /certs/hawkbit.token  0600  hawkBit target token, when the bridge provisions hawkBit
 //! /certs/enrolled       0644  idempotency flag (JSON), written last
-//! /certs/.staging/      0700  keys generated for an enrollment not yet completed
+//! /certs/.staging/      0700  keys generated for an enrollment not yet completed, and
+//!                             `pending.json` while the bridge holds it for an administrator
 //! /certs/device.key.new 0600  renewal: the new key, until promoted (`renew::stage`)
 //! /certs/device.crt.new 0644  renewal: the new certificate, until promoted
 //! /certs/ca-chain.crt.new 0644 renewal: the new chain, only when it differs
@@ -256,6 +257,27 @@ impl CertsDir {
         Ok(Some((dk, wk)))
     }
 
+    /// Where the enrollment held for an administrator is noted (inside `.staging`, so it goes
+    /// with the staged keys).
+    pub fn pending_note_path(&self) -> PathBuf {
+        self.staging().join("pending.json")
+    }
+
+    /// The note of an enrollment waiting for an administrator, if there is a readable one.
+    pub fn pending_note(&self) -> Option<PendingNote> {
+        let text = std::fs::read_to_string(self.pending_note_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Notes that the enrollment of the staged keys waits for an administrator (for `status`).
+    pub fn write_pending_note(&self, note: &PendingNote) -> Result<(), CertsError> {
+        ensure_dir(&self.staging(), 0o700)?;
+        let mut bytes = serde_json::to_vec_pretty(note)?;
+        bytes.push(b'\n');
+        write_atomic(&self.pending_note_path(), &bytes, MODE_PUBLIC)?;
+        Ok(())
+    }
+
     /// Persists keys for an enrollment about to be attempted.
     pub fn stage_keys(&self, dk: &DeviceKey, wk: &WgKeyPair) -> Result<(), CertsError> {
         ensure_dir(&self.root, 0o755)?;
@@ -319,6 +341,17 @@ impl CertsDir {
             Err(e) => Err(FsError::new("cannot remove", &self.staging(), e).into()),
         }
     }
+}
+
+/// An enrollment the bridge answered 202: it waits for an administrator's approval.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingNote {
+    pub pending_id: String,
+    pub device_id: String,
+    /// RFC 3339: when this agent first heard it was pending.
+    pub since: String,
+    /// The bridge's explanation.
+    pub message: String,
 }
 
 /// Everything written on a successful enrollment.

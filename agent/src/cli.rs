@@ -9,12 +9,16 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use nexa_proto::duration::parse_duration;
 
+use crate::auth::Technician;
 use crate::backoff::Backoff;
 use crate::certs::CertsDir;
 use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Overrides};
+use crate::enroll::approval::ApprovalWait;
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::{AgentError, exit};
 use crate::hawkbit::settings::HawkbitFile;
+use crate::password::{PasswordSource, read_password};
+use crate::secret::SecretString;
 use crate::status::{render, status};
 use crate::tunnel;
 use nexa_wg::{KernelLink, show};
@@ -24,8 +28,14 @@ const EXIT_HELP: &str = "Exit status: 0 success (or already enrolled); 1 local f
 not enrolled (or revoked); 2 usage or configuration error; 3 the bridge refused (4xx), or revoked this \
 device (`wg up` then refuses too); 4 the bridge or its answer \
 is not trusted (fingerprint or chain mismatch); 5 the bridge stayed unreachable or unavailable; \
-6 the WireGuard interface could not be configured (enrollment, if any, is kept). \
-`cert needs-renewal` has its own: 0 due, 1 not yet, 2 error.";
+6 the WireGuard interface could not be configured (enrollment, if any, is kept); \
+7 the enrollment is still waiting for an administrator's approval after --approval-timeout \
+(run `enroll` again to keep waiting; the same keys are kept). \
+`cert needs-renewal` has its own: 0 due, 1 not yet, 2 error.
+
+Zero-touch enrollment: --site-code / NEXA_SITE_CODE / site_code with the site's enrollment key \
+in /etc/nexa/enrollment.key (or --enrollment-key-file / NEXA_ENROLLMENT_KEY_FILE / \
+enrollment_key_file, or the key itself in NEXA_ENROLLMENT_KEY, which is never a flag).";
 
 #[derive(Debug, Parser)]
 #[command(name = "nexa-agent", version, about = "Nexa device agent", after_help = EXIT_HELP)]
@@ -131,6 +141,23 @@ pub struct Cli {
     /// After an install: reboot (success once the new slot is good) or report (at once).
     #[arg(long, global = true, env = "NEXA_AFTER_INSTALL", value_name = "MODE")]
     pub after_install: Option<String>,
+    /// A factory serial to use as the machine uid instead of the DMI / device-tree /
+    /// machine-id derivation (1 to 128 printable ASCII characters; sent hashed).
+    #[arg(long, global = true, env = "NEXA_MACHINE_UID", value_name = "SERIAL")]
+    pub machine_uid: Option<String>,
+    /// The site this device is installed at, for zero-touch enrollment (needs the site's
+    /// enrollment key).
+    #[arg(long, global = true, env = "NEXA_SITE_CODE", value_name = "CODE")]
+    pub site_code: Option<String>,
+    /// File holding the site's enrollment key, cek_… (default /etc/nexa/enrollment.key, if it
+    /// exists). The key itself may come from NEXA_ENROLLMENT_KEY instead.
+    #[arg(
+        long,
+        global = true,
+        env = "NEXA_ENROLLMENT_KEY_FILE",
+        value_name = "FILE"
+    )]
+    pub enrollment_key_file: Option<PathBuf>,
     /// Log filter, e.g. info or nexa_agent=debug.
     #[arg(
         long,
@@ -159,6 +186,31 @@ pub enum Command {
             value_name = "DURATION"
         )]
         retry_for: String,
+        /// Wait this long for an administrator to approve an enrollment the bridge holds
+        /// (0: do not wait); then exit 7, keeping the keys for the next run.
+        #[arg(
+            long,
+            env = "NEXA_APPROVAL_TIMEOUT",
+            default_value = "24h",
+            value_name = "DURATION"
+        )]
+        approval_timeout: String,
+        /// Re-enroll as this field technician: log in at the bridge, whose authorization lets
+        /// it accept the new keys (needs --force). The password is asked on the terminal
+        /// unless --password-fd or --password-file gives it.
+        #[arg(long, requires = "force", value_name = "NAME")]
+        user: Option<String>,
+        /// Read the technician's password from this file descriptor (its first line).
+        #[arg(
+            long,
+            requires = "user",
+            conflicts_with = "password_file",
+            value_name = "N"
+        )]
+        password_fd: Option<i32>,
+        /// Read the technician's password from the first line of this file.
+        #[arg(long, requires = "user", value_name = "FILE")]
+        password_file: Option<PathBuf>,
     },
     /// Show enrollment state, device id, address and certificate expiry.
     Status {
@@ -241,6 +293,12 @@ fn load_config(cli: &Cli) -> Result<AgentConfig, AgentError> {
             stall_timeout: cli.hawkbit_stall_timeout.clone(),
             ..HawkbitFile::default()
         },
+        machine_uid: cli.machine_uid.clone(),
+        site_code: cli.site_code.clone(),
+        enrollment_key_file: cli.enrollment_key_file.clone(),
+        // The key itself only ever comes from the environment: a flag would show in `ps`.
+        enrollment_key: std::env::var_os("NEXA_ENROLLMENT_KEY")
+            .map(|v| SecretString::new(v.to_string_lossy().into_owned())),
     };
     Ok(AgentConfig::load(&path, required, over)?)
 }
@@ -253,21 +311,34 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     let sysroot = PathBuf::from("/");
     match cli.command {
-        Command::Enroll { force, retry_for } => {
+        Command::Enroll {
+            force,
+            retry_for,
+            approval_timeout,
+            user,
+            password_fd,
+            password_file,
+        } => {
             let backoff = match bridge_backoff(&retry_for, "NEXA_ENROLL_RETRY_FOR") {
                 Ok(b) => b,
                 Err(code) => return code,
             };
-            match enroll(
-                &cfg,
-                &EnrollOptions {
-                    force,
-                    backoff,
-                    sysroot,
+            let approval = match approval_wait(&approval_timeout) {
+                Ok(a) => a,
+                Err(code) => return code,
+            };
+            let technician = match user {
+                Some(user) => match technician(&cfg, user, password_fd, password_file) {
+                    Ok(t) => Some(t),
+                    Err(code) => return code,
                 },
-            )
-            .await
-            {
+                None => None,
+            };
+            let opts = EnrollOptions {
+                technician,
+                ..EnrollOptions::new(force, backoff, sysroot, approval)
+            };
+            match enroll(&cfg, &opts).await {
                 Ok(outcome) => {
                     print_outcome(&outcome);
                     if cfg.manage_wireguard {
@@ -369,6 +440,44 @@ fn bridge_backoff(retry_for: &str, env: &str) -> Result<Backoff, ExitCode> {
     })
 }
 
+/// The approval wait of `--approval-timeout` (`0`: do not wait).
+fn approval_wait(raw: &str) -> Result<ApprovalWait, ExitCode> {
+    let timeout = if raw.trim() == "0" {
+        Duration::ZERO
+    } else {
+        parse_duration(raw).map_err(|e| {
+            eprintln!("nexa-agent: --approval-timeout / NEXA_APPROVAL_TIMEOUT: {e}");
+            ExitCode::from(exit::USAGE)
+        })?
+    };
+    Ok(ApprovalWait::with_timeout(timeout))
+}
+
+/// The technician of `--user` with their password (from `--password-fd`, `--password-file`
+/// or the terminal). The bridge settings are checked first, so no one types a password for a
+/// command that cannot run.
+fn technician(
+    cfg: &AgentConfig,
+    user: String,
+    password_fd: Option<i32>,
+    password_file: Option<PathBuf>,
+) -> Result<Technician, ExitCode> {
+    let user = user.trim().to_owned();
+    if user.is_empty() || user.chars().any(char::is_control) {
+        eprintln!("nexa-agent: --user {user:?}: give the technician's user name");
+        return Err(ExitCode::from(exit::USAGE));
+    }
+    let bridge = cfg.bridge().map_err(|e| fail(&e.into()))?;
+    let source = match (password_fd, password_file) {
+        (Some(fd), _) => PasswordSource::Fd(fd),
+        (None, Some(path)) => PasswordSource::File(path),
+        (None, None) => PasswordSource::Terminal,
+    };
+    let prompt = format!("Password of {user} at {}: ", bridge.url);
+    let password = read_password(&source, &user, &prompt).map_err(|e| fail(&e.into()))?;
+    Ok(Technician { user, password })
+}
+
 /// Reconciles the interface with /certs and says what changed. A revoked device's tunnel
 /// stays down.
 fn tunnel_up(cfg: &AgentConfig) -> ExitCode {
@@ -412,6 +521,9 @@ pub(crate) fn print_outcome(outcome: &EnrollOutcome) {
             cert: _,
             keys,
             written,
+            machine_uid,
+            authorized_by,
+            approved,
         } => {
             println!(
                 "enrolled {id} (device id from {}) at {} — {status}",
@@ -433,6 +545,25 @@ pub(crate) fn print_outcome(outcome: &EnrollOutcome) {
                     crate::enroll::KeyOrigin::WorkingSet => "reused from the existing set",
                 }
             );
+            match machine_uid {
+                Some(u) => println!(
+                    "machine uid: {} (from {}{})",
+                    u.value(),
+                    u.source_names(),
+                    if u.survives_reflash() {
+                        ""
+                    } else {
+                        "; a re-flash renews it"
+                    }
+                ),
+                None => println!("machine uid: none (no hardware serial or /etc/machine-id)"),
+            }
+            if let Some(user) = authorized_by {
+                println!("authorized by technician {user}");
+            }
+            if let Some(pid) = approved {
+                println!("approved by an administrator (pending enrollment {pid})");
+            }
             for path in written {
                 println!("wrote {}", path.display());
             }

@@ -4,6 +4,11 @@
 //! A device needs only two facts to enroll: the bridge URL and the SHA-256 fingerprint of the
 //! bridge's root CA. Unknown keys in the file are warned about, not rejected, so an older
 //! agent (after an A/B rollback) still starts with a newer image's configuration.
+//!
+//! A device nobody registered beforehand also needs its site's code and enrollment key
+//! (`config::zero_touch`). `machine_uid` replaces the derived hardware uid (`machine_uid`).
+
+pub mod zero_touch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,9 +17,12 @@ use nexa_proto::Fingerprint;
 use nexa_wg::IfName;
 
 use crate::hawkbit::settings::{Announced, HawkbitConfigError, HawkbitFile, HawkbitSettings};
+use crate::machine_uid::ConfiguredUid;
+use crate::secret::SecretString;
 use crate::tunnel::DEFAULT_INTERFACE;
 use reqwest::Url;
 use serde::Deserialize;
+use zero_touch::{DEFAULT_ENROLLMENT_KEY_FILE, ZeroTouch, ZeroTouchError, ZeroTouchInput};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nexa/agent.toml";
 pub const DEFAULT_CERTS_DIR: &str = "/certs";
@@ -35,6 +43,9 @@ pub struct FileConfig {
     pub mqtt_reconnect_min: Option<String>,
     pub mqtt_reconnect_max: Option<String>,
     pub hawkbit: Option<HawkbitFile>,
+    pub machine_uid: Option<String>,
+    pub site_code: Option<String>,
+    pub enrollment_key_file: Option<PathBuf>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, toml::Value>,
 }
@@ -55,6 +66,11 @@ pub struct Overrides {
     pub mqtt_reconnect_min: Option<String>,
     pub mqtt_reconnect_max: Option<String>,
     pub hawkbit: HawkbitFile,
+    pub machine_uid: Option<String>,
+    pub site_code: Option<String>,
+    pub enrollment_key_file: Option<PathBuf>,
+    /// `NEXA_ENROLLMENT_KEY`: the key itself (environment only, never a flag).
+    pub enrollment_key: Option<SecretString>,
 }
 
 /// A configuration problem naming the key and how to fix it.
@@ -106,6 +122,17 @@ pub enum ConfigError {
         source: HawkbitConfigError,
         file: String,
     },
+    #[error(
+        "machine uid {value:?} (machine_uid in {file}, NEXA_MACHINE_UID, --machine-uid) is invalid: {reason}; \
+         use 1 to 128 printable ASCII characters, such as the factory serial"
+    )]
+    BadMachineUid {
+        value: String,
+        reason: String,
+        file: String,
+    },
+    #[error(transparent)]
+    ZeroTouch(#[from] ZeroTouchError),
     #[error("root fingerprint {value:?} is invalid: {source}")]
     BadFingerprint {
         value: String,
@@ -142,6 +169,10 @@ pub struct AgentConfig {
     pub mqtt_reconnect_max: Option<String>,
     /// The `[hawkbit]` table with flags and environment applied (checked by `hawkbit()`).
     pub hawkbit: HawkbitFile,
+    /// Replaces the derived machine uid (a maker's factory serial).
+    pub machine_uid: Option<ConfiguredUid>,
+    /// The site code and enrollment key, when this device enrolls zero-touch.
+    pub zero_touch: Option<ZeroTouch>,
 }
 
 pub const DEFAULT_STATE_DIR: &str = "/run/nexa";
@@ -188,7 +219,30 @@ impl AgentConfig {
                 file: path.display().to_string(),
                 source,
             })?;
+        let machine_uid = over
+            .machine_uid
+            .or(file.machine_uid)
+            .map(|raw| {
+                ConfiguredUid::parse(&raw).map_err(|reason| ConfigError::BadMachineUid {
+                    value: raw.chars().take(160).collect(),
+                    reason,
+                    file: path.display().to_string(),
+                })
+            })
+            .transpose()?;
+        let zero_touch = zero_touch::resolve(
+            ZeroTouchInput {
+                site_code: over.site_code.or(file.site_code),
+                key_env: over.enrollment_key,
+                key_file_override: over.enrollment_key_file,
+                key_file_config: file.enrollment_key_file,
+                default_key_file: PathBuf::from(DEFAULT_ENROLLMENT_KEY_FILE),
+            },
+            path,
+        )?;
         Ok(Self {
+            machine_uid,
+            zero_touch,
             mqtt_url: over.mqtt_url.or(file.mqtt_url),
             mqtt_ca: over.mqtt_ca.or(file.mqtt_ca),
             telemetry_interval: over.telemetry_interval.or(file.telemetry_interval),
@@ -365,6 +419,7 @@ fn parse_bridge_url(raw: &str) -> Result<Url, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
         let tmp = tempfile::tempdir().unwrap();
@@ -579,5 +634,71 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn machine_uid_layers_and_is_checked() {
+        let (_t, p) = write("machine_uid = \"OTP-FILE\"\n");
+        let cfg = AgentConfig::load(&p, true, Overrides::default()).unwrap();
+        assert_eq!(cfg.machine_uid.unwrap().as_str(), "OTP-FILE");
+        let over = Overrides {
+            machine_uid: Some("OTP-FLAG".into()),
+            ..Default::default()
+        };
+        let cfg = AgentConfig::load(&p, true, over).unwrap();
+        assert_eq!(cfg.machine_uid.unwrap().as_str(), "OTP-FLAG");
+        let over = Overrides {
+            machine_uid: Some("bad\u{1}uid".into()),
+            ..Default::default()
+        };
+        let e = AgentConfig::load(&p, true, over).unwrap_err().to_string();
+        assert!(
+            e.contains("NEXA_MACHINE_UID") && e.contains("agent.toml") && e.contains("printable"),
+            "{e}"
+        );
+        let none = AgentConfig::load(Path::new("/nonexistent"), false, Overrides::default());
+        assert!(none.unwrap().machine_uid.is_none());
+    }
+
+    #[test]
+    fn zero_touch_settings_layer_and_pair_up() {
+        let key = "cek_WlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlpaWlo";
+        let (t, p) = write("site_code = \"site-file\"\n");
+        let key_file = t.path().join("enrollment.key");
+        std::fs::write(&key_file, format!("{key}\n")).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(
+            &p,
+            format!(
+                "site_code = \"site-file\"\nenrollment_key_file = \"{}\"\n",
+                key_file.display()
+            ),
+        )
+        .unwrap();
+        let cfg = AgentConfig::load(&p, true, Overrides::default()).unwrap();
+        let z = cfg.zero_touch.clone().unwrap();
+        assert_eq!(z.site_code.as_str(), "site-file");
+        assert_eq!(z.key.expose(), key);
+        assert!(
+            !format!("{cfg:?}").contains(&key[4..]),
+            "Debug shows no key"
+        );
+
+        let over = Overrides {
+            site_code: Some("site-flag".into()),
+            enrollment_key: Some(SecretString::new(key.into())),
+            ..Default::default()
+        };
+        let z = AgentConfig::load(&p, true, over)
+            .unwrap()
+            .zero_touch
+            .unwrap();
+        assert_eq!(z.site_code.as_str(), "site-flag");
+        assert_eq!(z.key_source, zero_touch::KeySource::Environment);
+
+        let (_t2, only_site) = write("site_code = \"site-file\"\n");
+        let e = AgentConfig::load(&only_site, true, Overrides::default()).unwrap_err();
+        assert!(matches!(e, ConfigError::ZeroTouch(_)), "{e}");
+        assert!(e.to_string().contains("no enrollment key"), "{e}");
     }
 }

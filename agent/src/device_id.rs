@@ -73,16 +73,25 @@ const PLACEHOLDERS: &[&str] = &[
     "0123456789",
 ];
 
-fn is_placeholder(raw: &str) -> bool {
+/// A vendor's placeholder instead of a serial (empty, "To Be Filled By O.E.M.", one repeated
+/// character such as `00000000`, …). Shared with `machine_uid`, which adds more on top; this
+/// list must not grow, because a device's id would change with it.
+pub(crate) fn is_placeholder(raw: &str) -> bool {
     let t = raw.trim().to_ascii_lowercase();
     t.is_empty()
         || PLACEHOLDERS.contains(&t.as_str())
         || t.chars().all(|c| c == t.chars().next().unwrap_or('0'))
 }
 
+/// [`first_line`] of a file; `None` when it is missing or unreadable.
 fn read_trimmed(path: &Path) -> Option<String> {
-    let bytes = std::fs::read(path).ok()?;
-    let text = String::from_utf8_lossy(&bytes);
+    first_line(&std::fs::read(path).ok()?)
+}
+
+/// The first line of a file's bytes, without NULs (device-tree strings end in one) and
+/// surrounding whitespace; `None` when nothing is left. Shared with `machine_uid`.
+pub(crate) fn first_line(bytes: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(bytes);
     let line = text
         .trim_matches(char::from(0))
         .lines()

@@ -6,13 +6,22 @@
 //! 2. Choose keys: staged keys from an unfinished attempt, else (without `--force`) the working
 //!    set's keys when its certificate is still this device's, else fresh ones. Persist them to
 //!    `.staging` *before* calling the bridge.
+//!    A technician's `--user` logs in first, so a refused login changes nothing.
 //! 3. Call the bridge, retrying network errors and 5xx/429 with backoff; stop at once on 4xx
-//!    or a trust failure.
+//!    or a trust failure (a refusal also removes the staged keys). A 202 means the enrollment
+//!    waits for an administrator: the same request is asked again (`enroll::approval`) until
+//!    it is answered or the approval timeout passes, which keeps the staged keys (exit 7) so
+//!    the next run continues the same pending enrollment.
 //! 4. Verify the answer: chain to the pinned root, client-auth usage, CN, key match.
 //! 5. Write the working set atomically, `enrolled` last, then drop `.staging`.
+//!
+//! The request carries the `machine_uid` (`crate::machine_uid`), and the site code and
+//! enrollment key when configured (`config::zero_touch`).
+
+pub mod approval;
 
 use std::path::{Path, PathBuf};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use nexa_proto::wireguard::render_wg_quick;
 use nexa_proto::{DeviceId, EnrollRequest, WgPublicKey};
@@ -21,27 +30,49 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 use crate::atomic::ensure_dir;
+use crate::auth::{Session, Technician, is_auth_refusal};
 use crate::backoff::Backoff;
-use crate::bridge::{BridgeClient, BridgeError, Enrolled};
-use crate::certs::{CertsDir, CertsError, Current, EnrolledFlag, FLAG_VERSION, WorkingSet};
+use crate::bridge::{BridgeClient, BridgeError, EnrollAnswer, Enrolled};
+use crate::certs::{
+    CertsDir, CertsError, Current, EnrolledFlag, FLAG_VERSION, PendingNote, WorkingSet,
+};
 use crate::config::AgentConfig;
 use crate::device_id::{IdSource, resolve_device_id};
 use crate::error::AgentError;
 use crate::hawkbit::settings::Announced;
 use crate::keys::{DeviceKey, WgKeyPair};
+use crate::machine_uid::{self, MachineUid};
 use crate::renew::RenewError;
 use crate::renew::lock::CertsLock;
 use crate::renew::stage::recover;
 use crate::verify::CertFacts;
-use zeroize::Zeroizing;
+use approval::{ApprovalWait, human};
+use zeroize::{Zeroize, Zeroizing};
 
 /// Options of one `enroll` run.
 #[derive(Debug, Clone)]
 pub struct EnrollOptions {
     pub force: bool,
     pub backoff: Backoff,
-    /// `/` in production; device-id sources are read below it.
+    /// `/` in production; device-id and machine-uid sources are read below it.
     pub sysroot: PathBuf,
+    /// How long an enrollment held for an administrator's approval (202) is waited out.
+    pub approval: ApprovalWait,
+    /// A technician whose login authorizes new keys for an existing device (`--user`).
+    pub technician: Option<Technician>,
+}
+
+impl EnrollOptions {
+    /// Options without a technician, waiting for an approval as long as `approval` says.
+    pub fn new(force: bool, backoff: Backoff, sysroot: PathBuf, approval: ApprovalWait) -> Self {
+        Self {
+            force,
+            backoff,
+            sysroot,
+            approval,
+            technician: None,
+        }
+    }
 }
 
 /// Where the keys sent to the bridge came from.
@@ -68,6 +99,12 @@ pub enum EnrollOutcome {
         cert: CertFacts,
         keys: KeyOrigin,
         written: Vec<PathBuf>,
+        /// What the request carried as `machine_uid`, and from which sources.
+        machine_uid: Option<MachineUid>,
+        /// The technician whose login authorized it.
+        authorized_by: Option<String>,
+        /// The enrollment waited for an administrator's approval (its pending id).
+        approved: Option<String>,
     },
 }
 
@@ -113,42 +150,75 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
         tracing::warn!("a re-enrollment with new keys did not finish; completing it");
     }
 
+    let client = BridgeClient::new(&bridge)?;
+    // Before any key is staged: a refused login must leave everything as it was.
+    let mut session = match &opts.technician {
+        Some(who) => Some(Session::login(&client, who, opts.backoff).await?),
+        None => None,
+    };
+
     let (device_key, wg_key, origin) = choose_keys(&certs, &id, opts.force, staged, working);
     let (device_key, wg_key) = match (device_key, wg_key) {
         (Some(d), Some(w)) => (d, w),
         _ => (DeviceKey::generate()?, WgKeyPair::generate()),
     };
     certs.stage_keys(&device_key, &wg_key)?;
-    tracing::info!(device = %id, source = id_source.describe(), keys = ?origin, "enrolling");
+    let uid = machine_uid::derive(&opts.sysroot, cfg.machine_uid.as_ref());
+    let uid_sources = uid
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), MachineUid::source_names);
+    tracing::info!(
+        device = %id,
+        source = id_source.describe(),
+        keys = ?origin,
+        machine_uid_sources = %uid_sources,
+        site = cfg.zero_touch.as_ref().map(|z| z.site_code.as_str()),
+        enrollment_key_from = cfg.zero_touch.as_ref().map(|z| z.key_source.to_string()),
+        technician = session.as_ref().map(Session::user),
+        "enrolling"
+    );
+    if uid.as_ref().is_some_and(|u| !u.survives_reflash()) {
+        tracing::info!(
+            "the machine uid comes from /etc/machine-id only, which a re-flash renews; set machine_uid to a factory serial to keep it"
+        );
+    }
 
-    let request = EnrollRequest {
+    let request = Request(EnrollRequest {
         csr_pem: device_key.csr_pem(&id)?,
         wg_public_key: wg_key.public().to_base64(),
-        machine_uid: read_first_line(&opts.sysroot.join("etc/machine-id")),
+        machine_uid: uid.as_ref().map(|u| u.value().to_owned()),
         hostname: read_first_line(&opts.sysroot.join("proc/sys/kernel/hostname"))
             .or_else(|| read_first_line(&opts.sysroot.join("etc/hostname"))),
-        site_code: None,
-        enrollment_key: None,
-    };
-    let client = BridgeClient::new(&bridge)?;
-    let Enrolled { status, response } = match with_retry(opts.backoff, || {
-        client.enroll(&id, &request)
-    })
+        site_code: cfg
+            .zero_touch
+            .as_ref()
+            .map(|z| z.site_code.as_str().to_owned()),
+        enrollment_key: cfg.zero_touch.as_ref().map(|z| z.key.expose().to_owned()),
+    });
+    let (Enrolled { status, response }, approved) = match request_certificate(
+        &client,
+        &id,
+        &request.0,
+        &mut session,
+        opts,
+        &certs,
+    )
     .await
     {
         Ok(answer) => answer,
-        Err(e @ BridgeError::Refused { .. }) => {
-            // A definite no: these keys will never be accepted, so they must not linger and
-            // be mistaken for an unfinished enrollment. The working set is untouched.
+        Err(e) if is_refusal(&e) => {
+            // A definite no: these keys will never be accepted, so they must not linger
+            // and be mistaken for an unfinished enrollment. The working set is untouched.
             certs.clear_staging()?;
             if let (Some((flag, cert)), false) = (valid, opts.force) {
                 tracing::warn!(error = %e, "the unfinished re-enrollment was refused; keeping the current enrollment");
                 return Ok(EnrollOutcome::AlreadyEnrolled { id, flag, cert });
             }
-            return Err(e.into());
+            return Err(e);
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
+    drop(request);
 
     if response.device_id != id.as_str() {
         return Err(AgentError::Inconsistent(format!(
@@ -206,7 +276,152 @@ pub async fn enroll(cfg: &AgentConfig, opts: &EnrollOptions) -> Result<EnrollOut
         cert,
         keys: origin,
         written,
+        machine_uid: uid,
+        authorized_by: session.as_ref().map(|s| s.user().to_owned()),
+        approved,
     })
+}
+
+/// The enrollment request; the enrollment key in it is wiped when it is dropped.
+struct Request(EnrollRequest);
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if let Some(key) = self.0.enrollment_key.as_mut() {
+            key.zeroize();
+        }
+    }
+}
+
+/// True when the bridge definitely refused (4xx other than 429), directly or by refusing the
+/// technician's authorization.
+fn is_refusal(e: &AgentError) -> bool {
+    match e {
+        AgentError::Bridge(b) => matches!(b, BridgeError::Refused { .. }),
+        AgentError::Auth(a) => matches!(a.bridge(), BridgeError::Refused { .. }),
+        _ => false,
+    }
+}
+
+/// Asks for the certificate until the bridge issues it, waiting out an approval (202) with
+/// the same request. Returns the answer and, when it had to wait, the pending id.
+async fn request_certificate(
+    client: &BridgeClient,
+    id: &DeviceId,
+    request: &EnrollRequest,
+    session: &mut Option<Session>,
+    opts: &EnrollOptions,
+    certs: &CertsDir,
+) -> Result<(Enrolled, Option<String>), AgentError> {
+    let mut first_pending: Option<Instant> = None;
+    let mut announced: Option<String> = None;
+    let mut poll = 0u32;
+    let notifier = crate::sdnotify::Notifier::from_env();
+    loop {
+        let pending = match send(client, id, request, session, opts.backoff).await? {
+            EnrollAnswer::Enrolled(e) => {
+                if let Some(pid) = &announced {
+                    tracing::info!(pending_id = %pid, "enrollment {pid} was approved");
+                }
+                return Ok((*e, announced));
+            }
+            EnrollAnswer::Pending(p) => p,
+        };
+        if pending.body.device_id != id.as_str() {
+            return Err(AgentError::Inconsistent(format!(
+                "the pending enrollment is for device {:?}, not {id}",
+                pending.body.device_id
+            )));
+        }
+        let pid = pending.body.pending_id.clone();
+        let since = *first_pending.get_or_insert_with(Instant::now);
+        if announced.as_deref() != Some(pid.as_str()) {
+            tracing::warn!(pending_id = %pid, bridge_message = %pending.body.message, "enrollment {pid} waits for an administrator's approval");
+            note_pending(certs, id, &pending.body);
+            announced = Some(pid.clone());
+        } else {
+            tracing::info!(pending_id = %pid, waited_s = since.elapsed().as_secs(), "enrollment {pid} still waits for an administrator's approval");
+        }
+        let Some(wait) = opts
+            .approval
+            .next(since.elapsed(), poll, pending.retry_after)
+        else {
+            return Err(AgentError::ApprovalPending {
+                device: id.to_string(),
+                pending_id: pid,
+                waited: human(since.elapsed()),
+                timeout: human(opts.approval.timeout),
+            });
+        };
+        tracing::info!(pending_id = %pid, wait_s = wait.as_secs(), "asking the bridge again in {}", human(wait));
+        // Under systemd: say why, and keep a start-up timeout from ending the wait.
+        notifier.notify(&format!(
+            "STATUS=enrollment {pid} waits for an administrator's approval"
+        ));
+        notifier.notify(&format!(
+            "EXTEND_TIMEOUT_USEC={}",
+            wait.saturating_add(std::time::Duration::from_secs(120))
+                .as_micros()
+                .min(u128::from(u64::MAX))
+        ));
+        tokio::time::sleep(wait).await;
+        poll = poll.saturating_add(1);
+    }
+}
+
+/// One enrollment request with retries of an unavailable bridge; an expired access token is
+/// refreshed once, and a refusal of the technician's authorization says what to do.
+async fn send(
+    client: &BridgeClient,
+    id: &DeviceId,
+    request: &EnrollRequest,
+    session: &mut Option<Session>,
+    backoff: Backoff,
+) -> Result<EnrollAnswer, AgentError> {
+    loop {
+        let bearer = session.as_ref().map(Session::bearer);
+        let e = match with_retry(backoff, || client.enroll(id, request, bearer)).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        let Some(s) = session.as_mut() else {
+            return Err(e.into());
+        };
+        let (expired, about_auth) = match &e {
+            BridgeError::Refused { code, .. } => (code == "token_expired", is_auth_refusal(code)),
+            _ => return Err(e.into()),
+        };
+        if expired && s.refresh_once(client, backoff).await? {
+            continue;
+        }
+        return Err(if about_auth {
+            s.refused(e).into()
+        } else {
+            e.into()
+        });
+    }
+}
+
+/// Records the pending enrollment for `status`; keeps the first time it was heard of.
+fn note_pending(certs: &CertsDir, id: &DeviceId, body: &nexa_proto::EnrollPending) {
+    let since = certs
+        .pending_note()
+        .filter(|n| n.pending_id == body.pending_id)
+        .map(|n| n.since)
+        .unwrap_or_else(|| {
+            OffsetDateTime::now_utc()
+                .format(&Rfc3339)
+                .unwrap_or_default()
+        });
+    let note = PendingNote {
+        pending_id: body.pending_id.clone(),
+        device_id: id.to_string(),
+        since,
+        message: body.message.clone(),
+    };
+    if let Err(e) = certs.write_pending_note(&note) {
+        tracing::warn!(error = %e, "cannot note the pending enrollment for `status`");
+    }
 }
 
 type Keys = (DeviceKey, WgKeyPair);

@@ -2,11 +2,13 @@
 
 use std::process::ExitCode;
 
+use crate::auth::AuthError;
 use crate::bridge::BridgeError;
 use crate::certs::CertsError;
 use crate::config::ConfigError;
 use crate::device_id::ResolveIdError;
 use crate::keys::KeyError;
+use crate::password::PasswordError;
 use crate::renew::RenewError;
 use crate::tunnel::TunnelError;
 use crate::verify::VerifyError;
@@ -28,6 +30,9 @@ pub mod exit {
     /// The WireGuard interface could not be configured (no module, no CAP_NET_ADMIN,
     /// unresolvable endpoint, netlink failure). Enrollment itself, if any, succeeded.
     pub const TUNNEL: u8 = 6;
+    /// The enrollment still waits for an administrator's approval after `--approval-timeout`.
+    /// The staged keys are kept: running `enroll` again continues the same pending enrollment.
+    pub const PENDING: u8 = 7;
 }
 
 /// Everything that can stop an agent command.
@@ -55,6 +60,21 @@ pub enum AgentError {
     Signals(std::io::Error),
     #[error(transparent)]
     Renew(#[from] RenewError),
+    #[error(transparent)]
+    Auth(Box<AuthError>),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
+    #[error(
+        "enrollment {pending_id} of {device} is still waiting for an administrator's approval \
+         (waited {waited}; the next poll would pass --approval-timeout {timeout}); run \
+         `nexa-agent enroll` again to keep waiting — the same keys are kept"
+    )]
+    ApprovalPending {
+        device: String,
+        pending_id: String,
+        waited: String,
+        timeout: String,
+    },
 }
 
 impl AgentError {
@@ -62,14 +82,10 @@ impl AgentError {
         match self {
             AgentError::Config(_) | AgentError::DeviceId(_) => exit::USAGE,
             AgentError::Certs(_) | AgentError::Key(_) => exit::FAILURE,
-            AgentError::Bridge(b) => match b {
-                BridgeError::Refused { .. } => exit::REFUSED,
-                BridgeError::Untrusted { .. } | BridgeError::TlsRejected { .. } => exit::UNTRUSTED,
-                BridgeError::Unavailable { .. }
-                | BridgeError::Network { .. }
-                | BridgeError::BadResponse { .. } => exit::UNAVAILABLE,
-                BridgeError::Tls(_) => exit::FAILURE,
-            },
+            AgentError::Bridge(b) => bridge_exit(b),
+            AgentError::Auth(a) => bridge_exit(a.bridge()),
+            AgentError::Password(p) => p.exit_code(),
+            AgentError::ApprovalPending { .. } => exit::PENDING,
             AgentError::Verify(_) | AgentError::Inconsistent(_) => exit::UNTRUSTED,
             AgentError::Tunnel(TunnelError::NotEnrolled(_)) => exit::FAILURE,
             AgentError::Tunnel(_) => exit::TUNNEL,
@@ -81,5 +97,22 @@ impl AgentError {
 
     pub fn to_exit_code(&self) -> ExitCode {
         ExitCode::from(self.exit_code())
+    }
+}
+
+impl From<AuthError> for AgentError {
+    fn from(e: AuthError) -> Self {
+        AgentError::Auth(Box::new(e))
+    }
+}
+
+fn bridge_exit(b: &BridgeError) -> u8 {
+    match b {
+        BridgeError::Refused { .. } => exit::REFUSED,
+        BridgeError::Untrusted { .. } | BridgeError::TlsRejected { .. } => exit::UNTRUSTED,
+        BridgeError::Unavailable { .. }
+        | BridgeError::Network { .. }
+        | BridgeError::BadResponse { .. } => exit::UNAVAILABLE,
+        BridgeError::Tls(_) => exit::FAILURE,
     }
 }

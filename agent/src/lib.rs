@@ -4,6 +4,7 @@
 //! the invariants of the certs directory.
 
 pub mod atomic;
+pub mod auth;
 pub mod backoff;
 pub mod bridge;
 pub mod certs;
@@ -15,11 +16,14 @@ pub mod enroll;
 pub mod error;
 pub mod hawkbit;
 pub mod keys;
+pub mod machine_uid;
 pub mod mqtt;
+pub mod password;
 pub mod rauc;
 pub mod renew;
 pub mod runstate;
 pub mod sdnotify;
+pub mod secret;
 pub mod status;
 pub mod telemetry;
 pub mod thingsboard;

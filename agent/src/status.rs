@@ -7,10 +7,11 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::certs::{CertsDir, CertsError, Current};
+use crate::certs::{CertsDir, CertsError, Current, PendingNote};
 use crate::config::AgentConfig;
 use crate::device_id::resolve_device_id;
 use crate::error::AgentError;
+use crate::machine_uid::{self, UidSource};
 use crate::renew::policy::Policy;
 use crate::renew::revoked::{self, Revoked};
 use crate::renew::{CurrentCert, recover_if_idle};
@@ -28,8 +29,13 @@ pub struct Status {
     pub address: Option<String>,
     pub profile_revision: Option<u64>,
     pub certificate: Option<CertStatus>,
+    /// What `enroll` sends as `machine_uid` (a hash), and the sources it was derived from.
+    pub machine_uid: Option<String>,
+    pub machine_uid_sources: Vec<UidSource>,
     /// Keys staged by an enrollment that has not completed.
     pub enrollment_pending: bool,
+    /// The bridge holds that enrollment for an administrator's approval.
+    pub approval_pending: Option<PendingNote>,
     /// A renewed pair is staged and not yet promoted (a renewal is under way).
     pub renewal_pending: bool,
     /// The revocation marker: the local profile is unusable.
@@ -68,6 +74,8 @@ pub fn status(cfg: &AgentConfig, sysroot: &Path) -> Result<Status, AgentError> {
         tracing::warn!(error = %e, "cannot resolve an interrupted renewal");
     }
     let enrollment_pending = certs.staging().join("device.key").is_file();
+    let approval_pending = certs.pending_note().filter(|_| enrollment_pending);
+    let uid = machine_uid::derive(sysroot, cfg.machine_uid.as_ref());
     let revoked = revoked::read(&certs).map_err(CertsError::from)?;
     let now = OffsetDateTime::now_utc();
     let fmt = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
@@ -79,7 +87,10 @@ pub fn status(cfg: &AgentConfig, sysroot: &Path) -> Result<Status, AgentError> {
         address: None,
         profile_revision: None,
         certificate: None,
+        machine_uid: uid.as_ref().map(|u| u.value().to_owned()),
+        machine_uid_sources: uid.map(|u| u.sources().to_vec()).unwrap_or_default(),
         enrollment_pending,
+        approval_pending,
         renewal_pending: certs.device_key_new().is_file(),
         revoked: None,
         reason: None,
@@ -169,6 +180,21 @@ pub fn render(st: &Status) -> String {
     out.push_str(&format!("certs dir:    {}\n", st.certs_dir));
     out.push_str(&format!("bridge:       {}\n", dash(&st.bridge)));
     out.push_str(&format!("address:      {}\n", dash(&st.address)));
+    match &st.machine_uid {
+        Some(uid) => {
+            let names: Vec<&str> = st.machine_uid_sources.iter().map(|s| s.name()).collect();
+            let reflash = if st.machine_uid_sources == [UidSource::MachineId] {
+                "; a re-flash renews it"
+            } else {
+                ""
+            };
+            out.push_str(&format!(
+                "machine uid:  {uid} (from {}{reflash})\n",
+                names.join("+")
+            ));
+        }
+        None => out.push_str("machine uid:  - (no hardware serial or /etc/machine-id)\n"),
+    }
     match &st.certificate {
         Some(c) => {
             let when = if c.expires_in_seconds < 0 {
@@ -206,8 +232,14 @@ pub fn render(st: &Status) -> String {
     if st.renewal_pending {
         out.push_str("pending:      a renewed certificate is staged and not yet in use\n");
     }
-    if st.enrollment_pending {
-        out.push_str("pending:      keys are staged for an enrollment that has not completed; run `nexa-agent enroll`\n");
+    match (&st.approval_pending, st.enrollment_pending) {
+        (Some(p), _) => out.push_str(&format!(
+            "pending:      enrollment {} waits for an administrator's approval (since {}); \
+             `nexa-agent enroll` keeps waiting with the same keys\n",
+            p.pending_id, p.since
+        )),
+        (None, true) => out.push_str("pending:      keys are staged for an enrollment that has not completed; run `nexa-agent enroll`\n"),
+        (None, false) => {}
     }
     out
 }
@@ -279,5 +311,54 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("renewal:      none (revoked)"), "{text}");
+    }
+
+    #[test]
+    fn shows_the_machine_uid_source_and_a_pending_approval() {
+        let tmp = tempfile::tempdir().unwrap();
+        let certs_dir = tmp.path().join("certs");
+        let certs = CertsDir::new(&certs_dir);
+        std::fs::create_dir_all(tmp.path().join("etc")).unwrap();
+        std::fs::write(
+            tmp.path().join("etc/machine-id"),
+            "0123456789abcdef0123456789abcdef\n",
+        )
+        .unwrap();
+        let cfg = config(&certs_dir, &tmp.path().join("run"), &"a".repeat(64));
+        let st = status(&cfg, tmp.path()).unwrap();
+        assert_eq!(st.machine_uid_sources, [UidSource::MachineId]);
+        assert_eq!(st.machine_uid.as_deref().map(str::len), Some(64));
+        let text = render(&st);
+        assert!(
+            text.contains("machine uid:")
+                && text.contains("(from machine_id; a re-flash renews it)"),
+            "{text}"
+        );
+        assert!(st.approval_pending.is_none());
+
+        certs
+            .stage_keys(
+                &crate::keys::DeviceKey::generate().unwrap(),
+                &crate::keys::WgKeyPair::generate(),
+            )
+            .unwrap();
+        certs
+            .write_pending_note(&PendingNote {
+                pending_id: "pend-7".into(),
+                device_id: "dev-1".into(),
+                since: "2030-01-01T00:00:00Z".into(),
+                message: "waits".into(),
+            })
+            .unwrap();
+        let st = status(&cfg, tmp.path()).unwrap();
+        assert_eq!(st.approval_pending.as_ref().unwrap().pending_id, "pend-7");
+        let text = render(&st);
+        assert!(
+            text.contains("enrollment pend-7 waits for an administrator's approval"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["machine_uid_sources"][0], "machine_id");
+        assert_eq!(json["approval_pending"]["pending_id"], "pend-7");
     }
 }

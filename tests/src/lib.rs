@@ -8,6 +8,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod api;
 pub mod hawkbit;
 pub mod mosquitto;
 pub mod procfs;

@@ -17,6 +17,7 @@ use tokio::time::Sleep;
 use crate::backoff::Backoff;
 use crate::certs::{CertsDir, Current, EnrolledFlag};
 use crate::config::{AgentConfig, Broker};
+use crate::enroll::approval::ApprovalWait;
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::AgentError;
 use crate::hawkbit::status::{OtaStatus, Phase};
@@ -150,13 +151,17 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         give_up_after: Duration::MAX,
     };
 
+    // Until enrolled there is nothing else to do, so the daemon waits as long as it takes:
+    // an unreachable bridge with the reconnect backoff, an enrollment held for an
+    // administrator's approval for ever (polling with the same keys, never exiting).
     let outcome = enroll(
         &cfg,
-        &EnrollOptions {
-            force: false,
-            backoff: reconnect,
-            sysroot: opts.sysroot.clone(),
-        },
+        &EnrollOptions::new(
+            false,
+            reconnect,
+            opts.sysroot.clone(),
+            ApprovalWait::forever(),
+        ),
     )
     .await?;
     let (id, flag) = match outcome {

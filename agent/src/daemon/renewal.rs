@@ -23,6 +23,7 @@ use super::{Daemon, Tunnel};
 use crate::backoff::Backoff;
 use crate::bridge::BridgeError;
 use crate::config::AgentConfig;
+use crate::enroll::approval::ApprovalWait;
 use crate::enroll::{EnrollOptions, enroll};
 use crate::error::AgentError;
 use crate::mqtt::errors::Failure;
@@ -203,14 +204,15 @@ impl Task {
     /// The fallback for an expired certificate: the `enroll --force` path.
     async fn re_enroll(&mut self, not_after: OffsetDateTime, attempt: &mut u32) -> Next {
         tracing::warn!(not_after = %rfc3339(not_after), "the certificate has expired and cannot authenticate a renewal; falling back to re-enrollment with new keys (the bridge must allow it: `nexa-server device allow-reenroll`)");
-        let opts = EnrollOptions {
-            force: true,
-            backoff: Backoff {
+        let opts = EnrollOptions::new(
+            true,
+            Backoff {
                 give_up_after: self.timing.after_refusal,
                 ..self.timing.backoff
             },
-            sysroot: self.sysroot.clone(),
-        };
+            self.sysroot.clone(),
+            ApprovalWait::with_timeout(self.timing.after_refusal),
+        );
         match enroll(&self.cfg, &opts).await {
             Ok(_) => {
                 tracing::info!("re-enrolled after the certificate expired");
@@ -226,6 +228,11 @@ impl Task {
                 let revoked = self.renewer.mark_revoked(&code, &message, None);
                 let _ = self.events.send(RenewEvent::Revoked(revoked)).await;
                 Next::Stop
+            }
+            Err(e @ AgentError::ApprovalPending { .. }) => {
+                // The staged keys are kept; the next attempt continues the same enrollment.
+                tracing::warn!(error = %e, retry_s = self.timing.after_refusal.as_secs(), "the re-enrollment waits for an administrator's approval");
+                Next::Wait(self.timing.after_refusal)
             }
             Err(e) => {
                 tracing::error!(error = %e, retry_s = self.timing.after_refusal.as_secs(), "re-enrollment after the certificate expired failed");

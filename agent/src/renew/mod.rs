@@ -40,6 +40,7 @@ use crate::backoff::{Backoff, retry};
 use crate::bridge::BridgeClient;
 use crate::certs::CertsDir;
 use crate::config::{AgentConfig, BridgeSettings};
+use crate::enroll::approval::ApprovalWait;
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::AgentError;
 use crate::keys::DeviceKey;
@@ -422,11 +423,14 @@ async fn re_enroll(
     tracing::warn!(not_after = %stage::rfc3339(not_after), "the certificate has expired and cannot authenticate a renewal; re-enrolling with new keys (the bridge must allow it: `nexa-server device allow-reenroll`)");
     let outcome = enroll(
         cfg,
-        &EnrollOptions {
-            force: true,
-            backoff: opts.backoff,
-            sysroot: opts.sysroot.clone(),
-        },
+        // An enrollment held for an administrator is waited out for as long as the bridge
+        // is retried; then `enroll` carries on with the same keys.
+        &EnrollOptions::new(
+            true,
+            opts.backoff,
+            opts.sysroot.clone(),
+            ApprovalWait::with_timeout(opts.backoff.give_up_after),
+        ),
     )
     .await;
     match outcome {

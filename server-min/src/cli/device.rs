@@ -238,6 +238,10 @@ async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Failed(format!("device {id} is not registered")))?;
     let certs = certificates::count_by_status(&mut conn, id.as_str()).await?;
     let pool = pinned_pool(&mut conn).await?;
+    let site = match &row.site_id {
+        Some(id) => crate::db::sites::code_of(&mut conn, id).await?,
+        None => None,
+    };
     drop(conn);
     let address = row.wg_host.map(|h| pool.interface_address(h));
     let window_open = row.reenroll_until.is_some_and(|t| t > unix_now());
@@ -249,6 +253,7 @@ async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
             "cert_not_after": fmt_time(row.cert_not_after), "enrolled_at": fmt_time(row.enrolled_at),
             "hawkbit_target_at": fmt_time(row.hawkbit_target_at),
             "decommissioned_at": fmt_time(row.decommissioned_at),
+            "site": site, "last_seen_at": fmt_time(row.last_seen_at),
             "reenroll_window_until": if window_open { fmt_time(row.reenroll_until) } else { "-".into() },
             "certificates": certs.iter().map(|(s, n)| (s.clone(), json!(n))).collect::<serde_json::Map<_, _>>(),
         });
@@ -257,6 +262,7 @@ async fn show(db: &Db, id: &DeviceId, as_json: bool) -> Result<(), CliError> {
     }
     println!("device:            {}", row.id);
     println!("state:             {}", row.state);
+    println!("site:              {}", site.as_deref().unwrap_or("-"));
     println!("address:           {}", address.as_deref().unwrap_or("-"));
     println!(
         "wireguard key:     {}",
