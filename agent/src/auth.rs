@@ -57,7 +57,7 @@ impl Session {
         who: &Technician,
         backoff: Backoff,
     ) -> Result<Self, AuthError> {
-        let tokens = retry(backoff, || client.login(&who.user, &who.password))
+        let tokens = crate::bridge::with_retry(backoff, || client.login(&who.user, &who.password))
             .await
             .map_err(|source| AuthError::Login {
                 user: who.user.clone(),
@@ -92,7 +92,7 @@ impl Session {
             return Ok(false);
         }
         self.refreshed = true;
-        let tokens = retry(backoff, || client.refresh(&self.tokens))
+        let tokens = crate::bridge::with_retry(backoff, || client.refresh(&self.tokens))
             .await
             .map_err(|source| self.refused(source))?;
         tracing::info!(user = %self.user, "the access token expired; refreshed it");
@@ -108,19 +108,6 @@ impl Session {
             source,
         }
     }
-}
-
-async fn retry<T, F, Fut>(backoff: Backoff, call: F) -> Result<T, BridgeError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, BridgeError>>,
-{
-    crate::backoff::retry(
-        backoff,
-        |e: &BridgeError| e.is_retryable().then(|| e.retry_after()),
-        call,
-    )
-    .await
 }
 
 fn refusal_hint(e: &BridgeError) -> Option<&'static str> {

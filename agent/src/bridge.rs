@@ -77,6 +77,24 @@ impl BridgeError {
     }
 }
 
+/// Runs a bridge call, retrying what [`BridgeError::is_retryable`] allows with `backoff`
+/// (honouring the bridge's `Retry-After`).
+pub async fn with_retry<T, F, Fut>(
+    backoff: crate::backoff::Backoff,
+    call: F,
+) -> Result<T, BridgeError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BridgeError>>,
+{
+    crate::backoff::retry(
+        backoff,
+        |e: &BridgeError| e.is_retryable().then(|| e.retry_after()),
+        call,
+    )
+    .await
+}
+
 /// A successful enrollment answer.
 #[derive(Debug)]
 pub struct Enrolled {

@@ -380,10 +380,11 @@ async fn send(
 ) -> Result<EnrollAnswer, AgentError> {
     loop {
         let bearer = session.as_ref().map(Session::bearer);
-        let e = match with_retry(backoff, || client.enroll(id, request, bearer)).await {
-            Ok(answer) => return Ok(answer),
-            Err(e) => e,
-        };
+        let e =
+            match crate::bridge::with_retry(backoff, || client.enroll(id, request, bearer)).await {
+                Ok(answer) => return Ok(answer),
+                Err(e) => e,
+            };
         let Some(s) = session.as_mut() else {
             return Err(e.into());
         };
@@ -470,19 +471,6 @@ fn working_cert_is_ours(certs: &CertsDir, id: &DeviceId, key: &DeviceKey) -> boo
         .filter_map(|c| c.as_str().ok())
         .eq([id.as_str()]);
     cn_ok && cert.public_key().raw == key.spki_der().as_slice()
-}
-
-async fn with_retry<T, F, Fut>(backoff: Backoff, call: F) -> Result<T, BridgeError>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, BridgeError>>,
-{
-    crate::backoff::retry(
-        backoff,
-        |e: &BridgeError| e.is_retryable().then(|| e.retry_after()),
-        call,
-    )
-    .await
 }
 
 fn read_first_line(path: &Path) -> Option<String> {
