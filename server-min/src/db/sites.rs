@@ -156,6 +156,33 @@ pub async fn delete(conn: &mut SqliteConnection, id: &str) -> Result<bool, DbErr
     Ok(true)
 }
 
+/// The site with this code and its active key, in one query (the enrollment hot path).
+pub async fn with_active_key(
+    conn: &mut SqliteConnection,
+    tenant: &str,
+    code: &str,
+) -> Result<Option<(SiteRow, ActiveKey)>, DbError> {
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        #[sqlx(flatten)]
+        site: SiteRow,
+        #[sqlx(flatten)]
+        key: ActiveKey,
+    }
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT s.id, s.tenant, s.site_code, s.name, s.created_at, s.updated_at, \
+             k.version, k.key_hash, k.fingerprint \
+         FROM sites s JOIN site_enrollment_keys k ON k.site_id = s.id AND k.active = 1 \
+         WHERE s.tenant = $1 AND s.site_code = $2",
+    )
+    .bind(tenant)
+    .bind(code)
+    .fetch_optional(conn)
+    .await
+    .doing("reading a site and its enrollment key")?;
+    Ok(row.map(|r| (r.site, r.key)))
+}
+
 /// The site's active key.
 pub async fn active_key(
     conn: &mut SqliteConnection,

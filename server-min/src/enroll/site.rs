@@ -99,10 +99,8 @@ impl SiteGate {
             return Ok(None);
         };
         let mut conn = self.db.acquire().await?;
-        let Some(site) = sites::get_by_code(&mut conn, DEFAULT_TENANT, code).await? else {
-            return Ok(None);
-        };
-        let Some(active) = sites::active_key(&mut conn, &site.id).await? else {
+        let Some((site, active)) = sites::with_active_key(&mut conn, DEFAULT_TENANT, code).await?
+        else {
             return Ok(None);
         };
         Ok(self
