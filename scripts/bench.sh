@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmarks: (1) nexa-server enrollments/s and p50/p90/p99 latency for N concurrent HTTPS
 # keep-alive clients (release build, SQLite), with the built-in CA and through a real step-ca
-# side by side (NEXA_BENCH_SIGNERS); (2) the agent daemon at rest: resident memory and
+# side by side (NEXA_BENCH_SIGNERS), for pre-registered and site-key devices (NEXA_BENCH_AUTH),
+# and the site-key check alone as a share of an enrollment; (2) the agent daemon at rest: resident memory and
 # CPU of the static musl release nexa-agent connected to a real mosquitto for 60 s
 # (NEXA_BENCH_AGENT_SECS); (3) the agent during an update: peak memory while downloading and
 # installing a NEXA_BENCH_OTA_MIB (256) MiB RAUC bundle, and download throughput vs curl.
@@ -15,6 +16,7 @@
 #   NEXA_BENCH_CLIENT_THREADS=<cores> worker threads of the client runtime
 #   NEXA_BENCH_MIN_RATE=<n>           fail when a built-in round is below n enrollments/s
 #   NEXA_BENCH_SIGNERS=builtin,stepca which signers to measure, one fresh server each
+#   NEXA_BENCH_AUTH=preregistered,sitekey how devices are authorized, one fresh server per signer each
 #   CARGO_TARGET_DIR                  cargo's target directory (default: ./target)
 #   TMPDIR                            where the server's temporary data directory is made
 set -euo pipefail

@@ -83,6 +83,10 @@ impl DataDir {
     pub fn pepper(&self) -> PathBuf {
         self.root.join("auth/pepper.key")
     }
+    /// Replaced after every change to sites or their keys (see `auth::site_cache`).
+    pub fn sites_stamp(&self) -> PathBuf {
+        self.root.join("auth/sites.stamp")
+    }
     pub fn database(&self) -> PathBuf {
         self.root.join("nexa.db")
     }

@@ -10,6 +10,7 @@ use axum_server::tls_rustls::RustlsConfig;
 use crate::admin::AdminService;
 use crate::auth::limiter::EnrollLimiter;
 use crate::auth::secret::PepperError;
+use crate::auth::site_cache::{SiteKeyCache, SitesStamp};
 use crate::auth::tokens::TokenService;
 use crate::auth::{KeyHasher, Pepper};
 use crate::ca::Signer;
@@ -170,17 +171,20 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     let pepper = Pepper::load_or_create(&DataDir::new(&settings.data_dir))?;
     let hasher = KeyHasher::new(&pepper);
     let authz = &settings.authz;
+    let sites_stamp = SitesStamp::new(DataDir::new(&settings.data_dir));
     let site_gate = SiteGate::new(
         db.clone(),
         hasher.clone(),
         Arc::new(EnrollLimiter::new(authz.limits)),
+        Arc::new(SiteKeyCache::new(sites_stamp.clone())),
     );
     let gate = GateSettings {
         collision_window: authz.collision_window,
         pending_poll: authz.pending_poll,
     };
     let tokens = TokenService::new(db.clone(), hasher.clone(), clock.clone(), authz.tokens);
-    let admin_ops = AdminService::new(db.clone(), hasher, clock.clone());
+    let admin_ops =
+        AdminService::new(db.clone(), hasher, clock.clone()).with_sites_stamp(sites_stamp);
     let app = router(AppState {
         enroll: Arc::new(
             service

@@ -18,9 +18,22 @@
 //! - `NEXA_BENCH_SIGNERS`: which signers to run, one fresh server each, in order (default
 //!   `builtin,stepca`: the built-in Sub-CA, then a real step-ca started by the test kit), so
 //!   both are measured in the same run and printed side by side.
+//! - `NEXA_BENCH_AUTH`: how devices are authorized, one fresh server per signer and mode
+//!   (default `preregistered,sitekey`): `preregistered` registers every id first
+//!   (`device add --from-file`); `sitekey` registers nothing and sends a site code, the site's
+//!   enrollment key, a machine_uid and a hostname with every request (zero-touch). The
+//!   limiter stays in the path, with its budget raised (`NEXA_ENROLL_RATE`) because every
+//!   client shares one address.
+//!
+//! Before the servers start, the site-key check is also measured on its own
+//! (`enroll/key_check.rs`); its CPU per call is printed as a share of the server CPU of a
+//! pre-registered enrollment (target: below 5 %).
 //!
 //! Every CSR, WireGuard key, URL and JSON body is made before timing, so a client only sends
 //! prepared bytes and reads the answer. Any answer other than 201 fails the benchmark.
+
+#[path = "enroll/key_check.rs"]
+mod key_check;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -35,6 +48,40 @@ use reqwest::header::{CONTENT_TYPE, HeaderValue};
 
 /// Base of the WireGuard subnet; its prefix is widened to fit every device of the run.
 const SUBNET_BASE: &str = "10.64.0.0";
+
+/// Site of the site-key rounds.
+const BENCH_SITE: &str = "bench-site";
+/// The server's limiter budget in site-key rounds (requests/s per site and address).
+const BENCH_ENROLL_RATE: &str = "1000000";
+/// How long the key check alone is measured, at least.
+const KEY_CHECK_TIME: Duration = Duration::from_secs(3);
+/// Share of an enrollment the key check may cost (the target).
+const KEY_CHECK_TARGET_PERCENT: f64 = 5.0;
+
+/// How the devices of a run are authorized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// Every id registered before the run.
+    Preregistered,
+    /// Nothing registered: site code + enrollment key in every request.
+    SiteKey,
+}
+
+impl Auth {
+    fn name(self) -> &'static str {
+        match self {
+            Auth::Preregistered => "pre-reg",
+            Auth::SiteKey => "site-key",
+        }
+    }
+}
+
+/// The site credentials the requests of a site-key run carry.
+#[derive(Debug, Clone)]
+struct SiteAuth {
+    code: String,
+    key: String,
+}
 
 /// Which CA signs the enrollments of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +102,7 @@ impl Signer {
 #[derive(Debug)]
 struct Config {
     signers: Vec<Signer>,
+    auths: Vec<Auth>,
     devices: usize,
     rounds: Vec<usize>,
     warmup: usize,
@@ -100,8 +148,21 @@ impl Config {
             })
             .collect::<Result<Vec<_>>>()?;
         ensure!(!signers.is_empty(), "NEXA_BENCH_SIGNERS is empty");
+        let auths = std::env::var("NEXA_BENCH_AUTH")
+            .unwrap_or_else(|_| "preregistered,sitekey".into())
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| match s {
+                "preregistered" => Ok(Auth::Preregistered),
+                "sitekey" => Ok(Auth::SiteKey),
+                other => bail!("NEXA_BENCH_AUTH: {other:?} is not preregistered or sitekey"),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        ensure!(!auths.is_empty(), "NEXA_BENCH_AUTH is empty");
         Ok(Self {
             signers,
+            auths,
             devices,
             rounds,
             warmup: env_usize("NEXA_BENCH_WARMUP", 500)?,
@@ -148,8 +209,14 @@ struct Job {
 }
 
 /// Makes a CSR (EC P-256, CN = id), a WireGuard key and the JSON body for every id, on
-/// `threads` threads.
-fn prepare(base_url: &str, ids: &[String], threads: usize) -> Result<Vec<Job>> {
+/// `threads` threads. With `site`, each body also carries the site code and key, and a
+/// machine_uid and hostname of its own.
+fn prepare(
+    base_url: &str,
+    ids: &[String],
+    threads: usize,
+    site: Option<&SiteAuth>,
+) -> Result<Vec<Job>> {
     let chunk = ids.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|s| {
         let handles: Vec<_> = ids
@@ -162,10 +229,10 @@ fn prepare(base_url: &str, ids: &[String], threads: usize) -> Result<Vec<Job>> {
                             let request = EnrollRequest {
                                 csr_pem,
                                 wg_public_key: wg_public_key(),
-                                machine_uid: None,
-                                hostname: None,
-                                site_code: None,
-                                enrollment_key: None,
+                                machine_uid: site.map(|_| format!("uid-{id}")),
+                                hostname: site.map(|_| id.clone()),
+                                site_code: site.map(|s| s.code.clone()),
+                                enrollment_key: site.map(|s| s.key.clone()),
                             };
                             let url =
                                 reqwest::Url::parse(&format!("{base_url}/api/devices/{id}/enroll"))
@@ -375,6 +442,7 @@ fn ms(us: u64) -> f64 {
 #[derive(Debug)]
 struct RoundReport {
     signer: Signer,
+    auth: Auth,
     concurrency: usize,
     enrollments: usize,
     wall: Duration,
@@ -390,6 +458,11 @@ struct RoundReport {
 impl RoundReport {
     fn rate(&self) -> f64 {
         self.enrollments as f64 / self.wall.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// CPU microseconds per enrollment from CPU seconds of the round.
+    fn per_enrollment(&self, cpu: Option<f64>) -> Option<f64> {
+        cpu.map(|s| s * 1e6 / self.enrollments.max(1) as f64)
     }
 }
 
@@ -443,8 +516,9 @@ fn device_ids(prefix: &str, n: usize) -> Vec<String> {
 fn print_table(reports: &[RoundReport], cores: usize) {
     println!();
     println!(
-        "{:>8} {:>5} {:>11} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9} {:>11}",
+        "{:>8} {:>8} {:>5} {:>11} {:>8} {:>10} {:>8} {:>8} {:>8} {:>8} {:>10} {:>10} {:>10} {:>9} {:>11}",
         "signer",
+        "auth",
         "conc",
         "enrollments",
         "wall s",
@@ -461,10 +535,10 @@ fn print_table(reports: &[RoundReport], cores: usize) {
     );
     let opt = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     for r in reports {
-        let per = |cpu: Option<f64>| cpu.map(|s| s * 1e6 / r.enrollments.max(1) as f64);
         println!(
-            "{:>8} {:>5} {:>11} {:>8.2} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>10} {:>10} {:>9} {:>11}",
+            "{:>8} {:>8} {:>5} {:>11} {:>8.2} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>10} {:>10} {:>10} {:>9} {:>11}",
             r.signer.name(),
+            r.auth.name(),
             r.concurrency,
             r.enrollments,
             r.wall.as_secs_f64(),
@@ -473,9 +547,9 @@ fn print_table(reports: &[RoundReport], cores: usize) {
             ms(r.p90),
             ms(r.p99),
             ms(r.max),
-            opt(per(r.cpu.server)),
-            opt(per(r.cpu.ca)),
-            opt(per(r.cpu.client)),
+            opt(r.per_enrollment(r.cpu.server)),
+            opt(r.per_enrollment(r.cpu.ca)),
+            opt(r.per_enrollment(r.cpu.client)),
             r.cpu.other().map_or_else(
                 || "-".to_owned(),
                 |o| format!(
@@ -498,20 +572,83 @@ fn print_table(reports: &[RoundReport], cores: usize) {
         "else on the machine, in % of all cores (should be ~0%: more means the figures are disturbed);"
     );
     println!("srv HWM = server VmHWM (peak RSS) so far.");
-    let builtin: Vec<&RoundReport> = reports
-        .iter()
-        .filter(|r| r.signer == Signer::Builtin)
-        .collect();
+    let same = |r: &RoundReport, signer: Signer, auth: Auth| {
+        reports
+            .iter()
+            .find(|b| b.signer == signer && b.auth == auth && b.concurrency == r.concurrency)
+    };
     for r in reports.iter().filter(|r| r.signer == Signer::StepCa) {
-        if let Some(b) = builtin.iter().find(|b| b.concurrency == r.concurrency) {
+        if let Some(b) = same(r, Signer::Builtin, r.auth) {
             println!(
-                "concurrency {:>3}: built-in {:.0}/s, step-ca {:.0}/s: step-ca signs at {:.0} % of the built-in rate (p50 {:.2} vs {:.2} ms)",
+                "{} concurrency {:>3}: built-in {:.0}/s, step-ca {:.0}/s: step-ca signs at {:.0} % of the built-in rate (p50 {:.2} vs {:.2} ms)",
+                r.auth.name(),
                 r.concurrency,
                 b.rate(),
                 r.rate(),
                 100.0 * r.rate() / b.rate().max(f64::EPSILON),
                 ms(r.p50),
                 ms(b.p50)
+            );
+        }
+    }
+    for r in reports.iter().filter(|r| r.auth == Auth::SiteKey) {
+        if let Some(b) = same(r, r.signer, Auth::Preregistered) {
+            let cpu = r
+                .per_enrollment(r.cpu.server)
+                .zip(b.per_enrollment(b.cpu.server))
+                .map_or_else(String::new, |(k, p)| {
+                    format!(
+                        "; server CPU {k:.0} vs {p:.0} µs per enrollment ({:+.1} %)",
+                        100.0 * (k - p) / p.max(f64::EPSILON)
+                    )
+                });
+            println!(
+                "{} concurrency {:>3}: site-key {:.0}/s vs pre-registered {:.0}/s = {:.1} % of the pre-registered rate{cpu}",
+                r.signer.name(),
+                r.concurrency,
+                r.rate(),
+                b.rate(),
+                100.0 * r.rate() / b.rate().max(f64::EPSILON),
+            );
+        }
+    }
+    if reports.iter().any(|r| r.auth == Auth::SiteKey) {
+        println!(
+            "(a site-key enrollment also registers its device and looks up its machine_uid: the"
+        );
+        println!("difference above is an upper bound of what the key check itself costs)");
+    }
+}
+
+/// The key check's share of a pre-registered enrollment's server CPU, and its verdict.
+fn print_key_check_share(cost: &key_check::KeyCheckCost, reports: &[RoundReport]) {
+    println!();
+    for (what, c) in [
+        ("cached (as serve runs it)", &cost.cached),
+        ("uncached (database read)", &cost.uncached),
+    ] {
+        println!(
+            "key check, {what}: {:.1} µs CPU ({:.1} µs wall) per check over {} checks",
+            c.cpu_us, c.wall_us, c.checks
+        );
+    }
+    for b in reports
+        .iter()
+        .filter(|r| r.signer == Signer::Builtin && r.auth == Auth::Preregistered)
+    {
+        if let Some(enroll_us) = b.per_enrollment(b.cpu.server) {
+            let share = |us: f64| 100.0 * us / enroll_us.max(f64::EPSILON);
+            let cached = share(cost.cached.cpu_us);
+            println!(
+                "key check share at concurrency {:>3}: {:.1} µs of {enroll_us:.0} µs server CPU per pre-registered enrollment = {cached:.2} % (target < {KEY_CHECK_TARGET_PERCENT} %: {}); uncached {:.2} %",
+                b.concurrency,
+                cost.cached.cpu_us,
+                if cached < KEY_CHECK_TARGET_PERCENT {
+                    "met"
+                } else {
+                    "MISSED"
+                },
+                share(cost.uncached.cpu_us)
             );
         }
     }
@@ -549,6 +686,22 @@ fn main() -> Result<()> {
         "               with them for CPU; CSRs, keys and bodies are prepared before timing so the client"
     );
     println!("               only does HTTPS I/O.");
+    println!(
+        "  auth:        {}",
+        config
+            .auths
+            .iter()
+            .map(|a| a.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+
+    // The key check alone, before any server competes for the CPU.
+    let key_cost = key_check::measure(KEY_CHECK_TIME, 20_000)?;
+    println!(
+        "  key check:   {:.1} µs CPU per check cached, {:.1} µs uncached (SiteGate::check on a real SQLite file)",
+        key_cost.cached.cpu_us, key_cost.uncached.cpu_us
+    );
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.client_threads)
@@ -569,10 +722,13 @@ fn main() -> Result<()> {
     let mut failures = Vec::new();
     for &signer in &config.signers {
         let ca = stepca.as_ref().filter(|_| signer == Signer::StepCa);
-        run_signer(&config, signer, ca, &rt, &mut reports, &mut failures)?;
+        for &auth in &config.auths {
+            run_server(&config, signer, auth, ca, &rt, &mut reports, &mut failures)?;
+        }
     }
 
     print_table(&reports, config.cores);
+    print_key_check_share(&key_cost, &reports);
     let best = reports
         .iter()
         .filter(|r| r.signer == Signer::Builtin)
@@ -591,12 +747,12 @@ fn main() -> Result<()> {
         );
     }
     if let Some(min) = config.min_rate
-        && let Some(slow) = reports
-            .iter()
-            .find(|r| r.signer == Signer::Builtin && r.rate() < min)
+        && let Some(slow) = reports.iter().find(|r| {
+            r.signer == Signer::Builtin && r.auth == Auth::Preregistered && r.rate() < min
+        })
     {
         bail!(
-            "concurrency {} reached {:.0} enrollments/s, below NEXA_BENCH_MIN_RATE={min}",
+            "pre-registered concurrency {} reached {:.0} enrollments/s, below NEXA_BENCH_MIN_RATE={min}",
             slow.concurrency,
             slow.rate()
         );
@@ -604,10 +760,12 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Warm-up and rounds against a fresh server signing with `signer` (`ca` for step-ca).
-fn run_signer(
+/// Warm-up and rounds against a fresh server signing with `signer` (`ca` for step-ca),
+/// its devices authorized by `auth`.
+fn run_server(
     config: &Config,
     signer: Signer,
+    auth: Auth,
     ca: Option<&StepCa>,
     rt: &tokio::runtime::Runtime,
     reports: &mut Vec<RoundReport>,
@@ -616,6 +774,9 @@ fn run_signer(
     let total = config.total_devices();
     let subnet = subnet_for(total)?;
     let mut envs = vec![("NEXA_LOG", "warn".to_owned())];
+    if auth == Auth::SiteKey {
+        envs.push(("NEXA_ENROLL_RATE", BENCH_ENROLL_RATE.to_owned()));
+    }
     if let Some(ca) = ca {
         envs.extend([
             ("STEP_CA_URL", ca.url.clone()),
@@ -634,7 +795,7 @@ fn run_signer(
         ca: ca.and_then(StepCa::pid),
     };
     println!();
-    println!("[{}]", signer.name());
+    println!("[{} signer, {} devices]", signer.name(), auth.name());
     println!(
         "  store:       SQLite (WAL, synchronous=FULL) in {} on {}; WireGuard subnet {subnet}",
         server.data_dir.display(),
@@ -646,29 +807,20 @@ fn run_signer(
     let round_ids: Vec<Vec<String>> = (1..=config.rounds.len())
         .map(|r| device_ids(&format!("r{r}"), config.devices))
         .collect();
-    let list: PathBuf = server.tmp.path().join("bench-devices.txt");
-    let mut text = String::with_capacity(total * 20);
-    for id in warmup_ids.iter().chain(round_ids.iter().flatten()) {
-        text.push_str(id);
-        text.push('\n');
-    }
-    std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
-    let t = Instant::now();
-    let list_arg = list.to_string_lossy().into_owned();
-    let out = server.cli_ok(&["device", "add", "--from-file", &list_arg]);
-    println!(
-        "  registered:  {} in {:.2} s ({})",
-        total,
-        t.elapsed().as_secs_f64(),
-        out.trim()
-    );
+    let site = match auth {
+        Auth::Preregistered => {
+            register_all(&server, warmup_ids.iter().chain(round_ids.iter().flatten()))?;
+            None
+        }
+        Auth::SiteKey => Some(add_site(&server)?),
+    };
 
     let t = Instant::now();
     let gen_threads = config.cores.max(1);
-    let warmup_jobs = prepare(&server.url, &warmup_ids, gen_threads)?;
+    let warmup_jobs = prepare(&server.url, &warmup_ids, gen_threads, site.as_ref())?;
     let mut round_jobs = Vec::with_capacity(round_ids.len());
     for ids in &round_ids {
-        round_jobs.push(prepare(&server.url, ids, gen_threads)?);
+        round_jobs.push(prepare(&server.url, ids, gen_threads, site.as_ref())?);
     }
     println!(
         "  prepared:    {total} CSRs (EC P-256) + WireGuard keys + bodies in {:.2} s on {gen_threads} threads",
@@ -693,8 +845,9 @@ fn run_signer(
         );
         if stats.failures() > 0 {
             bail!(
-                "{} warm-up failed: {} of {n} enrollments; first: {}\n--- server log\n{}",
+                "{} {} warm-up failed: {} of {n} enrollments; first: {}\n--- server log\n{}",
                 signer.name(),
+                auth.name(),
                 stats.failures(),
                 stats.first_error.unwrap_or_default(),
                 server.log()
@@ -711,6 +864,7 @@ fn run_signer(
         let failed = n - lat.len();
         let report = RoundReport {
             signer,
+            auth,
             concurrency,
             enrollments: lat.len(),
             wall,
@@ -738,8 +892,9 @@ fn run_signer(
             let tail: Vec<&str> = log.lines().rev().take(20).collect();
             let tail: Vec<&str> = tail.into_iter().rev().collect();
             failures.push(format!(
-                "{} concurrency {concurrency}: {failed} of {n} failed ({}{} transport errors); first: {}\n--- server log (last lines)\n{}",
+                "{} {} concurrency {concurrency}: {failed} of {n} failed ({}{} transport errors); first: {}\n--- server log (last lines)\n{}",
                 signer.name(),
+                auth.name(),
                 if statuses.is_empty() {
                     String::new()
                 } else {
@@ -756,4 +911,46 @@ fn run_signer(
         println!("  server VmRSS at the end: {:.1} MiB", rss as f64 / 1024.0);
     }
     Ok(())
+}
+
+/// Registers every id in one `device add --from-file` call.
+fn register_all<'a>(server: &TestServer, ids: impl Iterator<Item = &'a String>) -> Result<()> {
+    let list: PathBuf = server.tmp.path().join("bench-devices.txt");
+    let mut text = String::new();
+    let mut total = 0usize;
+    for id in ids {
+        text.push_str(id);
+        text.push('\n');
+        total += 1;
+    }
+    std::fs::write(&list, text).with_context(|| format!("writing {}", list.display()))?;
+    let t = Instant::now();
+    let list_arg = list.to_string_lossy().into_owned();
+    let out = server.cli_ok(&["device", "add", "--from-file", &list_arg]);
+    println!(
+        "  registered:  {} in {:.2} s ({})",
+        total,
+        t.elapsed().as_secs_f64(),
+        out.trim()
+    );
+    Ok(())
+}
+
+/// Creates the benchmark's site (`site add --json`) and returns its code and minted key.
+fn add_site(server: &TestServer) -> Result<SiteAuth> {
+    let out = server.cli_ok(&["site", "add", BENCH_SITE, "--name", "Benchmark", "--json"]);
+    let minted: serde_json::Value =
+        serde_json::from_str(&out).context("`site add --json` did not print JSON")?;
+    let key = minted["enrollment_key"]
+        .as_str()
+        .context("`site add --json` printed no enrollment_key")?
+        .to_owned();
+    println!(
+        "  site:        {BENCH_SITE}, key {}; nothing registered, limiter budget {BENCH_ENROLL_RATE}/s",
+        minted["display"].as_str().unwrap_or("?")
+    );
+    Ok(SiteAuth {
+        code: BENCH_SITE.into(),
+        key,
+    })
 }

@@ -228,6 +228,13 @@ fn wrong_keys_unknown_sites_and_bad_shapes_are_refused_and_store_nothing() {
 fn a_rotated_out_key_stops_working_at_once() {
     let server = TestServer::start();
     let old = add_site(&server, "plant-1");
+    // The bridge caches a site's key after a good check: enroll once with it first, so the
+    // rotation below has a warm cache to invalidate (the CLI is another process).
+    let first = Device::new("rk-0", "machine-0");
+    assert_eq!(
+        first.enroll(&server, Some(("plant-1", &old)), None).status,
+        201
+    );
     let rotated: Value =
         serde_json::from_str(&server.cli_ok(&["site", "rotate-key", "plant-1", "--json"])).unwrap();
     assert_eq!(rotated["version"], 2);
@@ -249,6 +256,26 @@ fn a_rotated_out_key_stops_working_at_once() {
             .next(),
         Some("v1")
     );
+
+    // The same through the admin API (the serving process itself), cache warm with v2.
+    add_user(&server, "root", "admin", "root-password-01");
+    let admin = login(&server, "root", "root-password-01").body["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let third = Device::new("rk-2", "machine-b");
+    let r = api::post(
+        &server,
+        "/api/v1/sites/plant-1/enrollment-key/rotate",
+        Some(&admin),
+        &json!({}),
+    );
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let newest = r.body["enrollment_key"].as_str().unwrap();
+    let r = third.enroll(&server, Some(("plant-1", new)), None);
+    assert_eq!((r.status, r.code()), (401, "enrollment_key_invalid"));
+    let r = third.enroll(&server, Some(("plant-1", newest)), None);
+    assert_eq!(r.status, 201, "{:?}", r.body);
 }
 
 #[test]

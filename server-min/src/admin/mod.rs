@@ -9,6 +9,7 @@ pub mod users;
 use std::sync::Arc;
 
 use crate::auth::password::PasswordError;
+use crate::auth::site_cache::SitesStamp;
 use crate::auth::{KeyHasher, RandomError};
 use crate::clock::Clock;
 use crate::db::{Db, DbError, QueryContext, Tx, audit};
@@ -67,11 +68,31 @@ pub struct AdminService {
     db: Db,
     hasher: KeyHasher,
     clock: Arc<dyn Clock>,
+    /// Replaced after each change to sites, so that key caches notice it.
+    sites_stamp: Option<SitesStamp>,
 }
 
 impl AdminService {
     pub fn new(db: Db, hasher: KeyHasher, clock: Arc<dyn Clock>) -> Self {
-        Self { db, hasher, clock }
+        Self {
+            db,
+            hasher,
+            clock,
+            sites_stamp: None,
+        }
+    }
+
+    /// Bumps this stamp after every committed change to a site or its key.
+    pub fn with_sites_stamp(mut self, stamp: SitesStamp) -> Self {
+        self.sites_stamp = Some(stamp);
+        self
+    }
+
+    /// Tells every process's site key cache that sites changed (after the commit).
+    fn sites_changed(&self) {
+        if let Some(s) = &self.sites_stamp {
+            s.bump();
+        }
     }
 
     pub fn db(&self) -> &Db {

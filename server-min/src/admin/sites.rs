@@ -103,6 +103,7 @@ impl AdminService {
         )
         .await?;
         commit(tx, "committing a new site").await?;
+        self.sites_changed();
         tracing::info!(site = code, key = %minted.display, "site created");
         Ok(minted)
     }
@@ -141,6 +142,7 @@ impl AdminService {
         )
         .await?;
         commit(tx, "committing a site's name").await?;
+        self.sites_changed();
         self.site(code).await
     }
 
@@ -162,6 +164,7 @@ impl AdminService {
         )
         .await?;
         commit(tx, "committing a site's deletion").await?;
+        self.sites_changed();
         Ok(())
     }
 
@@ -188,6 +191,7 @@ impl AdminService {
         )
         .await?;
         commit(tx, "committing a key rotation").await?;
+        self.sites_changed();
         tracing::info!(site = code, key = %minted.display, "site enrollment key rotated");
         Ok(minted)
     }

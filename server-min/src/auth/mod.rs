@@ -11,6 +11,7 @@ pub mod limiter;
 pub mod password;
 pub mod principal;
 pub mod secret;
+pub mod site_cache;
 pub mod site_key;
 pub mod tokens;
 

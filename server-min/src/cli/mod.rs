@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::admin::AdminService;
+use crate::auth::site_cache::SitesStamp;
 use crate::auth::{KeyHasher, Pepper};
 use crate::config::{ConfigError, GatewayMode, Locations, Settings, SettingsArgs};
 use crate::datadir::DataDir;
@@ -270,7 +271,8 @@ async fn admin_service(data_dir: &Path) -> Result<(AdminService, Db), CliError> 
         db.clone(),
         KeyHasher::new(&pepper),
         std::sync::Arc::new(crate::clock::SystemClock),
-    );
+    )
+    .with_sites_stamp(SitesStamp::new(DataDir::new(data_dir)));
     Ok((svc, db))
 }
 

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use super::EnrollError;
 use crate::auth::limiter::{EnrollLimiter, Verdict};
+use crate::auth::site_cache::SiteKeyCache;
 use crate::auth::{KeyHasher, SiteKey};
 use crate::db::sites::{self, DEFAULT_TENANT, SiteRow};
 use crate::db::{Db, DbError};
@@ -37,14 +38,21 @@ pub struct SiteGate {
     db: Db,
     hasher: KeyHasher,
     limiter: Arc<EnrollLimiter>,
+    cache: Arc<SiteKeyCache>,
 }
 
 impl SiteGate {
-    pub fn new(db: Db, hasher: KeyHasher, limiter: Arc<EnrollLimiter>) -> Self {
+    pub fn new(
+        db: Db,
+        hasher: KeyHasher,
+        limiter: Arc<EnrollLimiter>,
+        cache: Arc<SiteKeyCache>,
+    ) -> Self {
         Self {
             db,
             hasher,
             limiter,
+            cache,
         }
     }
 
@@ -94,15 +102,32 @@ impl SiteGate {
         }
     }
 
+    /// The cached key first (no database read for a good key), else the database's, which
+    /// is then cached. A key the cache refuses is checked against the database: it may have
+    /// been minted since.
     async fn lookup(&self, code: &str, key: &str) -> Result<Option<ProvenSite>, DbError> {
         let Some(presented) = SiteKey::parse(key) else {
             return Ok(None);
         };
+        // The stamp is read before the database (see auth::site_cache).
+        let stamp = self.cache.stamp();
+        if let Some((site, active)) = stamp.and_then(|s| self.cache.get(code, s, Instant::now()))
+            && self.hasher.verify(presented.expose(), &active.key_hash)
+        {
+            return Ok(Some(ProvenSite {
+                site,
+                key_version: active.version,
+            }));
+        }
         let mut conn = self.db.acquire().await?;
         let Some((site, active)) = sites::with_active_key(&mut conn, DEFAULT_TENANT, code).await?
         else {
+            self.cache.forget(code);
             return Ok(None);
         };
+        if let Some(s) = stamp {
+            self.cache.put(code, s, Instant::now(), &site, &active);
+        }
         Ok(self
             .hasher
             .verify(presented.expose(), &active.key_hash)
