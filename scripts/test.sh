@@ -20,6 +20,9 @@ cargo fmt --all -- --check
 log "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "systemd units: verify, exposure scores, D-Bus policy, polkit rule, sysusers/tmpfiles"
+"$NEXA_ROOT/scripts/check-units.sh"
+
 log "cargo +$MSRV_TOOLCHAIN check (the toolchain Yocto 6.0 ships)"
 cargo "+$MSRV_TOOLCHAIN" check --workspace --all-targets --locked
 
