@@ -136,30 +136,19 @@ impl Config {
             ),
             Err(_) => None,
         };
-        let signers = std::env::var("NEXA_BENCH_SIGNERS")
-            .unwrap_or_else(|_| "builtin,stepca".into())
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| match s {
-                "builtin" => Ok(Signer::Builtin),
-                "stepca" => Ok(Signer::StepCa),
-                other => bail!("NEXA_BENCH_SIGNERS: {other:?} is not builtin or stepca"),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        ensure!(!signers.is_empty(), "NEXA_BENCH_SIGNERS is empty");
-        let auths = std::env::var("NEXA_BENCH_AUTH")
-            .unwrap_or_else(|_| "preregistered,sitekey".into())
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| match s {
-                "preregistered" => Ok(Auth::Preregistered),
-                "sitekey" => Ok(Auth::SiteKey),
-                other => bail!("NEXA_BENCH_AUTH: {other:?} is not preregistered or sitekey"),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        ensure!(!auths.is_empty(), "NEXA_BENCH_AUTH is empty");
+        let signers = env_choices(
+            "NEXA_BENCH_SIGNERS",
+            "builtin,stepca",
+            &[("builtin", Signer::Builtin), ("stepca", Signer::StepCa)],
+        )?;
+        let auths = env_choices(
+            "NEXA_BENCH_AUTH",
+            "preregistered,sitekey",
+            &[
+                ("preregistered", Auth::Preregistered),
+                ("sitekey", Auth::SiteKey),
+            ],
+        )?;
         Ok(Self {
             signers,
             auths,
@@ -175,6 +164,26 @@ impl Config {
     fn total_devices(&self) -> usize {
         self.warmup + self.devices * self.rounds.len()
     }
+}
+
+/// A non-empty comma list of the names in `choices` from `name` (else `default`).
+fn env_choices<T: Copy>(name: &str, default: &str, choices: &[(&str, T)]) -> Result<Vec<T>> {
+    let raw = std::env::var(name).unwrap_or_else(|_| default.into());
+    let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+    let picked = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            choices
+                .iter()
+                .find(|(n, _)| *n == s)
+                .map(|(_, v)| *v)
+                .with_context(|| format!("{name}: {s:?} is not one of {}", names.join(", ")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    ensure!(!picked.is_empty(), "{name} is empty");
+    Ok(picked)
 }
 
 fn env_usize(name: &str, default: usize) -> Result<usize> {
