@@ -1,6 +1,7 @@
 # Helpers for the QEMU boot tests (scripts/qemu-test.sh) and benchmarks: a Debian kernel from
-# apt (cached), static musl binaries, a busybox initramfs, ext4 disk images, and a TCG guest
-# whose serial console is captured to a file. Source it after lib.sh; do not run it.
+# apt (cached), the static musl release binaries (scripts/release.sh), a busybox initramfs,
+# ext4 disk images, and a TCG guest whose serial console is captured to a file. Source it after
+# lib.sh; do not run it.
 #
 # The guest is driven by tests/qemu/init (its /init) and a scenario script (/scenario.sh). It
 # reports on the console with one line per result:
@@ -140,23 +141,11 @@ _qemu_visit() {
     echo "${_qm_path[$name]}"
 }
 
-# qemu_build_musl OUTDIR [release]: builds nexa-agent and nexa-server for musl (debug profile, or
-# release) and puts stripped, verified-static copies into OUTDIR.
+# qemu_build_musl OUTDIR: the release binaries the guest runs, built by scripts/release.sh into
+# OUTDIR: the full nexa-agent (profile embedded) and nexa-server (profile release), static
+# musl, stripped and checked there. The feature matrix is release.sh's own run, not this one.
 qemu_build_musl() {
-    local out="$1" profile=debug bin src
-    local args=(--locked --target "$MUSL_TARGET" -p nexa-agent -p nexa-server)
-    if [ "${2:-}" = release ]; then
-        profile=release
-        args+=(--release)
-    fi
-    log "static musl build of nexa-agent and nexa-server ($profile)"
-    (cd "$NEXA_ROOT" && cargo build "${args[@]}")
-    mkdir -p "$out"
-    for bin in nexa-agent nexa-server; do
-        src="$CARGO_TARGET_DIR/$MUSL_TARGET/$profile/$bin"
-        assert_static "$src"
-        strip -o "$out/$bin" "$src"
-    done
+    "$NEXA_ROOT/scripts/release.sh" --configs full --no-checks --out "$1"
 }
 
 # qemu_build_initramfs OUT SCENARIO BIN...: writes the guest's initramfs (newc cpio) to OUT:

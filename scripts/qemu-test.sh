@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boot test in QEMU (TCG, no KVM needed): a Debian kernel with WireGuard, the static musl
-# nexa-agent and nexa-server, two boots on the same two ext4 disks (the device's /certs and the
-# gateway's data directory). The guest scenario is tests/qemu/scenario.sh; see its header.
+# release nexa-agent and nexa-server (built by scripts/release.sh), two boots on the same two
+# ext4 disks (the device's /certs and the gateway's data directory). The guest scenario is
+# tests/qemu/scenario.sh; see its header.
 #
 #   ./scripts/qemu-test.sh            the whole scenario: enroll, tunnel, reboot, revoke
 #   ./scripts/qemu-test.sh --smoke    only the harness: modules, netns + veth, disks, binaries

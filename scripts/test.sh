@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, lints, the Yocto toolchain (Rust 1.94.1) build check, the
-# static musl agent build, every unit and integration test against real processes, and the
-# QEMU boot test (kernel WireGuard between a device and a gateway in a Debian guest).
+# The whole test suite: formatting, lints, the systemd units, the Yocto toolchain (Rust 1.94.1)
+# build check, the static musl release build (sizes of each agent configuration), the meta-nexa
+# layer checks (oelint), every unit and integration test against real processes, and the QEMU
+# boot test (kernel WireGuard between a device and a gateway in a Debian guest, release binaries).
 #
 #   ./scripts/test.sh
 set -euo pipefail
@@ -26,12 +27,11 @@ log "systemd units: verify, exposure scores, D-Bus policy, polkit rule, sysusers
 log "cargo +$MSRV_TOOLCHAIN check (the toolchain Yocto 6.0 ships)"
 cargo "+$MSRV_TOOLCHAIN" check --workspace --all-targets --locked
 
-log "static musl build of nexa-agent and nexa-server"
-cargo build --locked -p nexa-agent -p nexa-server --target "$MUSL_TARGET"
-for bin in nexa-agent nexa-server; do
-    assert_static "$CARGO_TARGET_DIR/$MUSL_TARGET/debug/$bin"
-    echo "$bin ($MUSL_TARGET) is statically linked"
-done
+log "release build: static musl agent (each feature configuration) and server, sizes, feature matrix"
+"$NEXA_ROOT/scripts/release.sh"
+
+log "meta-nexa layer: layout, crates.inc drift, oelint-adv --release wrynose"
+"$NEXA_ROOT/scripts/check-layer.sh"
 
 log "tests"
 cargo build --workspace --bins --locked

@@ -55,7 +55,7 @@ pub struct EnrolledFlag {
     /// The hawkBit server the bridge announced (configuration overrides it key by key); the
     /// token is in `hawkbit.token`, not here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hawkbit: Option<crate::hawkbit::settings::Announced>,
+    pub hawkbit: Option<crate::hawkbit::config::Announced>,
 }
 
 pub const FLAG_VERSION: u32 = 1;

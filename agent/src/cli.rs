@@ -16,7 +16,7 @@ use crate::config::{AgentConfig, DEFAULT_CONFIG_PATH, Overrides};
 use crate::enroll::approval::ApprovalWait;
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::{AgentError, exit};
-use crate::hawkbit::settings::HawkbitFile;
+use crate::hawkbit::config::HawkbitFile;
 use crate::password::{PasswordSource, read_password};
 use crate::secret::SecretString;
 use crate::status::{render, status};
@@ -38,7 +38,12 @@ in /etc/nexa/enrollment.key (or --enrollment-key-file / NEXA_ENROLLMENT_KEY_FILE
 enrollment_key_file, or the key itself in NEXA_ENROLLMENT_KEY, which is never a flag).";
 
 #[derive(Debug, Parser)]
-#[command(name = "nexa-agent", version, about = "Nexa device agent", after_help = EXIT_HELP)]
+#[command(
+    name = "nexa-agent",
+    version = crate::features::version(),
+    about = "Nexa device agent",
+    after_help = EXIT_HELP
+)]
 pub struct Cli {
     /// Config file.
     #[arg(long, global = true, env = "NEXA_AGENT_CONFIG", value_name = "FILE")]

@@ -8,6 +8,7 @@
 //! A device nobody registered beforehand also needs its site's code and enrollment key
 //! (`config::zero_touch`). `machine_uid` replaces the derived hardware uid (`machine_uid`).
 
+pub mod absent;
 pub mod zero_touch;
 
 use std::collections::BTreeMap;
@@ -16,7 +17,9 @@ use std::path::{Path, PathBuf};
 use nexa_proto::Fingerprint;
 use nexa_wg::IfName;
 
-use crate::hawkbit::settings::{Announced, HawkbitConfigError, HawkbitFile, HawkbitSettings};
+use crate::hawkbit::config::HawkbitFile;
+#[cfg(feature = "ota")]
+use crate::hawkbit::settings::{Announced, HawkbitConfigError, HawkbitSettings};
 use crate::machine_uid::ConfiguredUid;
 use crate::secret::SecretString;
 use crate::tunnel::DEFAULT_INTERFACE;
@@ -117,6 +120,7 @@ pub enum ConfigError {
         "telemetry interval {value:?} (telemetry_interval, NEXA_TELEMETRY_INTERVAL, --telemetry-interval): {reason}"
     )]
     BadInterval { value: String, reason: String },
+    #[cfg(feature = "ota")]
     #[error("{source} (in {file} or the environment)")]
     Hawkbit {
         source: HawkbitConfigError,
@@ -240,7 +244,7 @@ impl AgentConfig {
             },
             path,
         )?;
-        Ok(Self {
+        let cfg = Self {
             machine_uid,
             zero_touch,
             mqtt_url: over.mqtt_url.or(file.mqtt_url),
@@ -266,7 +270,9 @@ impl AgentConfig {
                 .certs_dir
                 .or(file.certs_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_CERTS_DIR)),
-        })
+        };
+        absent::warn(&cfg);
+        Ok(cfg)
     }
 
     /// The root fingerprint, if configured, validated.
@@ -330,12 +336,14 @@ impl AgentConfig {
     }
 
     /// The hawkBit settings as configured; `None` when no hawkBit URL is configured.
+    #[cfg(feature = "ota")]
     pub fn hawkbit(&self) -> Result<Option<HawkbitSettings>, ConfigError> {
         self.hawkbit_with(None)
     }
 
     /// The hawkBit settings over what the bridge announced at enrollment; `None` when
     /// neither names a hawkBit URL.
+    #[cfg(feature = "ota")]
     pub fn hawkbit_with(
         &self,
         announced: Option<&Announced>,
@@ -447,6 +455,7 @@ mod tests {
         assert!(cfg.manage_wireguard);
     }
 
+    #[cfg(feature = "ota")]
     #[test]
     fn the_hawkbit_table_is_read_and_checked() {
         let (_t, p) =

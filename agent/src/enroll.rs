@@ -39,7 +39,7 @@ use crate::certs::{
 use crate::config::AgentConfig;
 use crate::device_id::{IdSource, resolve_device_id};
 use crate::error::AgentError;
-use crate::hawkbit::settings::Announced;
+use crate::hawkbit::config::Announced;
 use crate::keys::{DeviceKey, WgKeyPair};
 use crate::machine_uid::{self, MachineUid};
 use crate::renew::RenewError;

@@ -55,7 +55,7 @@ pub enum AgentError {
     #[error(transparent)]
     Tunnel(#[from] TunnelError),
     #[error("MQTT identity: {0}")]
-    MqttTls(crate::mqtt::tls::TlsSetupError),
+    MqttTls(crate::identity::TlsSetupError),
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]

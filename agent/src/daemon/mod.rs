@@ -4,44 +4,37 @@
 //! telemetry every interval (queued while offline), shared-attribute updates, server-side RPC.
 //! The certificate is renewed when due (`daemon::renewal`). The broker being down never ends
 //! the process; SIGTERM/SIGINT end it within a second.
+//!
+//! The MQTT part (`daemon::mqtt`, feature `mqtt`) and the update engine (`daemon::ota`,
+//! feature `ota`) are each one module behind a few calls; a build without the feature gets
+//! a stand-in (`mqtt_off.rs`, `ota_off.rs`) that does nothing and says why in the log and in
+//! `status`.
 
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use rumqttc::{AsyncClient, Event, Packet, QoS};
-use serde_json::Value;
-use tokio::time::Sleep;
+use nexa_proto::DeviceId;
+use nexa_wg::{KernelLink, WgLink};
+use tokio::sync::{mpsc, watch};
 
 use crate::backoff::Backoff;
 use crate::certs::{CertsDir, Current, EnrolledFlag};
-use crate::config::{AgentConfig, Broker};
+use crate::config::AgentConfig;
 use crate::enroll::approval::ApprovalWait;
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::AgentError;
-use crate::hawkbit::status::{OtaStatus, Phase};
-use crate::mqtt::errors::{Failure, classify};
-use crate::mqtt::queue::OfflineQueue;
 use crate::runstate::{Part, RunState, StateFile};
 use crate::sdnotify::Notifier;
-
-use crate::thingsboard as tb;
 use crate::tunnel;
 
-mod facts;
+#[cfg_attr(not(feature = "mqtt"), path = "mqtt_off.rs")]
+mod mqtt;
+#[cfg_attr(not(feature = "ota"), path = "ota_off.rs")]
 mod ota;
-mod publish;
 mod renewal;
-mod rpc;
-mod session;
 
-use facts::{boot_slot, os_release};
-use nexa_proto::DeviceId;
-use nexa_wg::{KernelLink, WgLink};
-use renewal::{Adoption, RenewEvent};
-use session::{disconnect, session};
-use tokio::sync::{mpsc, watch};
+use renewal::RenewEvent;
 
 /// How the daemon behaves; defaults suit a device.
 #[derive(Debug, Clone)]
@@ -105,27 +98,15 @@ struct Daemon {
     opts: RunOptions,
     /// Delays between reconnect attempts (full jitter), from configuration.
     reconnect: Backoff,
-    broker: Broker,
     certs: CertsDir,
     link: Arc<dyn WgLink>,
     flag: EnrolledFlag,
     tunnel: Tunnel,
-    client: AsyncClient,
-    connected: bool,
-    queue: OfflineQueue<Value>,
-    interval: Duration,
-    last_failure: Option<Failure>,
+    /// The MQTT session to the broker.
+    mqtt: mqtt::Session,
     state_file: StateFile,
-    /// PRETTY_NAME of the running OS, read once (it does not change while the agent runs).
-    os_release: Option<String>,
-    /// The RAUC slot the system booted from (`rauc.slot=` on the kernel command line).
-    boot_slot: Option<String>,
-    /// Set when the MQTT session must be rebuilt (new certificate or broker).
-    rebuild: bool,
-    /// The update engine, when hawkBit is configured and it could start.
-    ota: Option<ota::Ota>,
-    /// Why the update engine could not start.
-    ota_error: Option<String>,
+    /// The update engine (or why it is off).
+    ota: ota::Updates,
     /// A new enrollment (certificate, hawkBit token) awaits an idle engine to be taken up.
     ota_restart: bool,
     /// The certificate renewal task.
@@ -140,10 +121,9 @@ struct Daemon {
 /// refused enrollment, unusable certificate material.
 pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     // Configuration mistakes surface before anything else happens.
-    cfg.configured_broker()?;
+    let mqtt_settings = mqtt::Settings::check(&cfg)?;
     // Checked alone now; what the bridge announces is added after enrollment.
-    cfg.hawkbit()?;
-    let default_interval = cfg.telemetry_interval()?;
+    ota::Updates::check(&cfg)?;
     let (min, max) = cfg.reconnect_bounds()?;
     let reconnect = Backoff {
         initial: min,
@@ -171,17 +151,15 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
             (id, flag)
         }
     };
-    let broker = cfg.broker(flag.mqtt_url.as_deref())?;
 
     let certs = CertsDir::new(&cfg.certs_dir);
-    let (client, mut events) = session(&id, &broker, &certs, &cfg)?;
+    let mqtt = mqtt::Session::open(mqtt_settings, &id, &flag, &certs, &cfg, &opts)?;
     let (renew_tx, mut renew_rx) = mpsc::channel(1);
     let serial = watch::Sender::new(flag.serial.clone());
 
     let mut d = Daemon {
         opts: opts.clone(),
         reconnect,
-        broker,
         certs,
         link: Arc::new(KernelLink::new()),
         flag,
@@ -190,17 +168,9 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         } else {
             Tunnel::Disabled
         },
-        client,
-        connected: false,
-        queue: OfflineQueue::new(opts.queue_capacity),
-        interval: default_interval,
-        last_failure: None,
+        mqtt,
         state_file: StateFile::new(&cfg.state_dir),
-        os_release: os_release(&opts.sysroot),
-        boot_slot: boot_slot(&opts.proc_root),
-        rebuild: false,
-        ota: None,
-        ota_error: None,
+        ota: ota::Updates::default(),
         ota_restart: false,
         renewal: None,
         renew_tx,
@@ -218,7 +188,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     }
     d.start_renewal();
     let mut ota_status = d.start_ota();
-    tracing::info!(device = %id, broker = %d.broker, "agent running");
+    tracing::info!(device = %id, broker = %d.mqtt, "agent running");
 
     let (mut term, mut int, mut hup) = signals()?;
     let notifier = Notifier::from_env();
@@ -229,43 +199,20 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
             .watchdog_every()
             .unwrap_or(Duration::from_secs(3600)),
     );
-    let mut telemetry = tokio::time::interval(d.interval);
     let mut tunnel_retry = tokio::time::interval(d.opts.tunnel_retry);
     tunnel_retry.tick().await;
     let mut certs_check = tokio::time::interval(d.opts.certs_check);
     certs_check.tick().await;
-    let mut attempt: u32 = 0;
-    let mut backoff: Option<Pin<Box<Sleep>>> = None;
 
     loop {
+        // Ready once the first connection attempt has an outcome, either way.
+        if !ready_sent && d.mqtt.settled() {
+            notifier.notify("READY=1");
+            ready_sent = true;
+        }
         tokio::select! {
-            ev = events.poll(), if backoff.is_none() => {
-                match ev {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        attempt = 0;
-                        d.on_connect();
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => d.on_message(&p.topic, &p.payload).await,
-                    Ok(_) => {}
-                    Err(e) => {
-                        d.connected = false;
-                        d.on_failure(classify(&e), attempt);
-                        let delay = d.reconnect.delay(attempt, None);
-                        attempt = attempt.saturating_add(1);
-                        backoff = Some(Box::pin(tokio::time::sleep(delay)));
-                    }
-                }
-                // Ready once the first connection attempt has an outcome, either way.
-                if !ready_sent && (d.connected || backoff.is_some()) {
-                    notifier.notify("READY=1");
-                    ready_sent = true;
-                }
-            }
+            incoming = d.mqtt.next() => d.on_mqtt(incoming).await,
             _ = watchdog.tick(), if notifier.watchdog_every().is_some() => notifier.notify("WATCHDOG=1"),
-            _ = async { if let Some(s) = backoff.as_mut() { s.await } }, if backoff.is_some() => {
-                backoff = None;
-            }
-            _ = telemetry.tick() => d.telemetry().await,
             _ = tunnel_retry.tick(), if matches!(d.tunnel, Tunnel::Degraded(_)) => d.tunnel_up().await,
             _ = certs_check.tick() => d.check_enrollment(),
             _ = hup.recv() => {
@@ -283,7 +230,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
             Some(ev) = renew_rx.recv() => match ev {
                 RenewEvent::Staged { staged, lock, done } => {
                     // Up to the probe timeout: keep the watchdog fed and SIGTERM prompt.
-                    let adopt = d.adopt(&id, staged, &mut events);
+                    let adopt = d.adopt(&id, staged);
                     tokio::pin!(adopt);
                     let adopted = loop {
                         tokio::select! {
@@ -295,10 +242,6 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
                     };
                     let Some(adopted) = adopted else { break };
                     drop(lock);
-                    if adopted == Adoption::InUse {
-                        attempt = 0;
-                        backoff = None;
-                    }
                     let _ = done.send(adopted);
                 }
                 RenewEvent::ReEnrolled => {
@@ -311,53 +254,23 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
         }
-        if d.rebuild {
-            d.rebuild = false;
-            match session(&id, &d.broker, &d.certs, &d.cfg) {
-                Ok((client, new_events)) => {
-                    if d.connected {
-                        // Answers queued on the old session (the `sync` reply) go out first.
-                        disconnect(&d.client, &mut events).await;
-                    }
-                    d.client = client;
-                    events = new_events;
-                    d.connected = false;
-                    d.last_failure = None;
-                    attempt = 0;
-                    backoff = None;
-                    d.save_state();
-                    tracing::info!(serial = %d.flag.serial, broker = %d.broker, "MQTT session restarted with the new enrollment");
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot use the new certificate for MQTT; the old session carries on")
-                }
-            }
-        }
-        if d.ota_restart && d.ota_idle() {
+        d.rebuild_session().await;
+        if d.ota_restart && d.ota.idle() {
             d.ota_restart = false;
-            if let Some(o) = d.ota.take() {
-                o.stop();
-            }
+            d.ota.stop();
             tracing::info!("restarting the update engine with the new enrollment");
             ota_status = d.start_ota();
-        }
-        if let Some(new) = d.take_interval_change(&mut telemetry) {
-            tracing::info!(interval_s = new.as_secs(), "telemetry interval changed");
         }
     }
 
     tracing::info!("stopping");
-    if let Some(o) = &d.ota {
-        o.stop();
-    }
+    d.ota.stop();
     if let Some(t) = &d.renewal {
         t.abort();
     }
     notifier.notify("STOPPING=1");
     d.state_file.remove();
-    if d.connected {
-        disconnect(&d.client, &mut events).await;
-    }
+    d.close_session().await;
     Ok(())
 }
 
@@ -376,53 +289,6 @@ fn signals() -> Result<Signals, AgentError> {
 }
 
 impl Daemon {
-    /// Starts the update engine when hawkBit is configured or was announced at enrollment;
-    /// returns its status channel. A failure leaves updates off, with the reason in `status`.
-    fn start_ota(&mut self) -> Option<tokio::sync::watch::Receiver<OtaStatus>> {
-        self.ota_error = None;
-        let settings = match self.cfg.hawkbit_with(self.flag.hawkbit.as_ref()) {
-            Ok(Some(s)) => s,
-            Ok(None) => {
-                self.save_state();
-                return None;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "hawkBit updates are off");
-                self.ota_error = Some(e.to_string());
-                self.save_state();
-                return None;
-            }
-        };
-        let started = ota::start(
-            &settings,
-            &self.flag.device_id,
-            &self.flag,
-            &self.certs,
-            &self.opts.proc_root,
-        );
-        let rx = match started {
-            Ok(o) => {
-                let rx = o.status.clone();
-                self.ota = Some(o);
-                Some(rx)
-            }
-            Err(why) => {
-                tracing::error!(error = %why, "hawkBit updates are off");
-                self.ota_error = Some(why);
-                None
-            }
-        };
-        self.save_state();
-        rx
-    }
-
-    /// The engine can be replaced without cutting an action short.
-    fn ota_idle(&self) -> bool {
-        self.ota
-            .as_ref()
-            .is_none_or(|o| o.status.borrow().phase == Phase::Idle)
-    }
-
     /// Re-reads `/certs` (taking up a new enrollment) and reconciles the tunnel.
     /// `Ok(true)`: the identity changed and the MQTT session is being rebuilt.
     async fn sync(&mut self) -> Result<bool, String> {
@@ -466,17 +332,13 @@ impl Daemon {
             Ok(Current::Invalid { reason }) => return Err(reason),
             Err(e) => return Err(e.to_string()),
         };
-        let broker = self
-            .cfg
-            .broker(flag.mqtt_url.as_deref())
-            .map_err(|e| e.to_string())?;
-        if flag.serial == self.flag.serial && broker == self.broker {
+        let target = self.mqtt.target(&self.cfg, &flag)?;
+        if flag.serial == self.flag.serial && self.mqtt.is_current(&target) {
             return Ok(false);
         }
         tracing::info!(old = %self.flag.serial, new = %flag.serial, "new enrollment found; restarting the MQTT session");
         self.flag = flag;
-        self.broker = broker;
-        self.rebuild = true;
+        self.mqtt.retarget(target);
         self.ota_restart = true;
         self.serial.send_replace(self.flag.serial.clone());
         if matches!(self.tunnel, Tunnel::Revoked(_))
@@ -517,59 +379,12 @@ impl Daemon {
         self.tunnel = next;
         if changed {
             self.save_state();
-            if self.connected {
-                self.publish_attributes();
-            }
-        }
-    }
-
-    fn on_connect(&mut self) {
-        self.connected = true;
-        match self.last_failure.take() {
-            Some(f) => tracing::info!(after = f.code(), "connected to the broker again"),
-            None => tracing::info!("connected to the broker"),
-        }
-        for topic in [tb::ATTRIBUTES, tb::RPC_REQUESTS] {
-            if let Err(e) = self.client.try_subscribe(topic, QoS::AtLeastOnce) {
-                tracing::warn!(topic, error = %e, "cannot subscribe");
-            }
-        }
-        self.publish_attributes();
-        self.flush_queue();
-        self.save_state();
-    }
-
-    fn on_failure(&mut self, failure: Failure, attempt: u32) {
-        let same = self.last_failure.as_ref() == Some(&failure);
-        match &failure {
-            Failure::Network(m) if attempt > 0 => {
-                tracing::debug!(error = %m, "broker still unreachable")
-            }
-            Failure::Network(m) => {
-                tracing::warn!(error = %m, "broker unreachable; reconnecting with backoff")
-            }
-            other if same => {
-                tracing::debug!(code = other.code(), error = %other.message(), "connection still refused")
-            }
-            other => {
-                tracing::error!(code = other.code(), error = %other.message(), "connection refused")
-            }
-        }
-        let changed = !same;
-        self.last_failure = Some(failure);
-        if changed {
-            self.save_state();
+            self.announce();
         }
     }
 
     /// Writes what `nexa-agent status` shows about the running daemon.
     fn save_state(&mut self) {
-        let mqtt = match (&self.last_failure, self.connected) {
-            (_, true) => Part::new("connected", None, None),
-            (Some(Failure::Network(m)), false) => Part::new("connecting", Some("network"), Some(m)),
-            (Some(f), false) => Part::new("refused", Some(f.code()), Some(f.message())),
-            (None, false) => Part::new("connecting", None, None),
-        };
         let tunnel = match &self.tunnel {
             Tunnel::Degraded(why) => Part::new("degraded", None, Some(why)),
             Tunnel::Revoked(why) => Part::new("revoked", None, Some(why)),
@@ -580,16 +395,9 @@ impl Daemon {
             updated_at: time::OffsetDateTime::now_utc()
                 .format(&time::format_description::well_known::Rfc3339)
                 .unwrap_or_default(),
-            mqtt,
+            mqtt: self.mqtt.part(),
             tunnel,
-            ota: match (&self.ota, &self.ota_error) {
-                (Some(o), _) => Some(o.status.borrow().clone()),
-                (None, Some(why)) => Some(OtaStatus {
-                    error: Some(format!("updates are off: {why}")),
-                    ..OtaStatus::default()
-                }),
-                (None, None) => None,
-            },
+            ota: self.ota.status(),
         };
         self.state_file.write(&st);
     }

@@ -1,6 +1,7 @@
-//! Starting the update engine inside `nexa-agent run` when `[hawkbit]` is configured. A
-//! failure to start it (unreadable token, no trust anchors) is reported in the log and in
-//! `status`, and the daemon carries on without updates: degraded, not dead.
+//! Starting the update engine inside `nexa-agent run` when `[hawkbit]` is configured or the
+//! bridge announced hawkBit at enrollment (feature `ota`). A failure to start it (unreadable
+//! token, no trust anchors) is reported in the log and in `status`, and the daemon carries on
+//! without updates: degraded, not dead. Without the feature `ota_off.rs` stands in.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -9,26 +10,106 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::Daemon;
 use crate::certs::{CertsDir, EnrolledFlag};
+use crate::config::AgentConfig;
+use crate::error::AgentError;
 use crate::hawkbit::client::DdiClient;
 use crate::hawkbit::download::Spool;
 use crate::hawkbit::engine::{Engine, Parts, Timing};
 use crate::hawkbit::pending::PendingFile;
 use crate::hawkbit::reboot::DbusRebooter;
 use crate::hawkbit::settings::{AfterInstall, HawkbitSettings, RebootVia};
-use crate::hawkbit::status::OtaStatus;
+use crate::hawkbit::status::{OtaStatus, Phase};
 use crate::rauc::DbusRauc;
 
 /// The running engine.
 #[derive(Debug)]
-pub(super) struct Ota {
+struct Ota {
     task: JoinHandle<()>,
-    pub status: watch::Receiver<OtaStatus>,
+    status: watch::Receiver<OtaStatus>,
 }
 
-impl Ota {
-    pub fn stop(&self) {
-        self.task.abort();
+/// The update engine as the daemon holds it: running, or off and why.
+#[derive(Debug, Default)]
+pub(super) struct Updates {
+    engine: Option<Ota>,
+    /// Why the update engine could not start.
+    error: Option<String>,
+}
+
+impl Updates {
+    /// The hawkBit configuration must be usable on its own (before any announcement).
+    pub fn check(cfg: &AgentConfig) -> Result<(), AgentError> {
+        cfg.hawkbit()?;
+        Ok(())
+    }
+
+    /// The engine can be replaced without cutting an action short.
+    pub fn idle(&self) -> bool {
+        self.engine
+            .as_ref()
+            .is_none_or(|o| o.status.borrow().phase == Phase::Idle)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(o) = self.engine.take() {
+            o.task.abort();
+        }
+    }
+
+    /// What `status` shows; `None` when hawkBit is not configured.
+    pub fn status(&self) -> Option<OtaStatus> {
+        match (&self.engine, &self.error) {
+            (Some(o), _) => Some(o.status.borrow().clone()),
+            (None, Some(why)) => Some(OtaStatus {
+                error: Some(format!("updates are off: {why}")),
+                ..OtaStatus::default()
+            }),
+            (None, None) => None,
+        }
+    }
+}
+
+impl Daemon {
+    /// Starts the update engine when hawkBit is configured or was announced at enrollment;
+    /// returns its status channel. A failure leaves updates off, with the reason in `status`.
+    pub(super) fn start_ota(&mut self) -> Option<watch::Receiver<OtaStatus>> {
+        self.ota.error = None;
+        let settings = match self.cfg.hawkbit_with(self.flag.hawkbit.as_ref()) {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                self.save_state();
+                return None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "hawkBit updates are off");
+                self.ota.error = Some(e.to_string());
+                self.save_state();
+                return None;
+            }
+        };
+        let started = start(
+            &settings,
+            &self.flag.device_id,
+            &self.flag,
+            &self.certs,
+            &self.opts.proc_root,
+        );
+        let rx = match started {
+            Ok(o) => {
+                let rx = o.status.clone();
+                self.ota.engine = Some(o);
+                Some(rx)
+            }
+            Err(why) => {
+                tracing::error!(error = %why, "hawkBit updates are off");
+                self.ota.error = Some(why);
+                None
+            }
+        };
+        self.save_state();
+        rx
     }
 }
 
@@ -40,7 +121,7 @@ fn boot_id(proc_root: &Path) -> String {
 }
 
 /// Starts the engine; `Err` says why updates are off.
-pub(super) fn start(
+fn start(
     settings: &HawkbitSettings,
     device_id: &str,
     flag: &EnrolledFlag,

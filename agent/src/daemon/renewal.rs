@@ -4,21 +4,19 @@
 //! `renew_recheck`, and whenever the daemon takes up a new certificate), renews under the
 //! certs lock (retrying an unavailable bridge with the reconnect backoff) and hands the staged
 //! pair, with the lock, to the main loop. The main loop proves it by reconnecting its MQTT
-//! session with it: accepted → promoted, and that session carries on; refused → discarded,
-//! and the session reconnects with the current pair. An expired certificate makes the task
+//! session with it (`daemon::mqtt`): accepted → promoted, and that session carries on;
+//! refused → discarded, and the session reconnects with the current pair. A build without
+//! the `mqtt` feature promotes the verified pair at once. An expired certificate makes the task
 //! re-enroll (`enroll --force`); a revocation makes the main loop bring the tunnel down, and
 //! the task stop.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use nexa_proto::DeviceId;
-use rumqttc::EventLoop;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-use super::session::disconnect;
 use super::{Daemon, Tunnel};
 use crate::backoff::Backoff;
 use crate::bridge::BridgeError;
@@ -26,12 +24,11 @@ use crate::config::AgentConfig;
 use crate::enroll::approval::ApprovalWait;
 use crate::enroll::{EnrollOptions, enroll};
 use crate::error::AgentError;
-use crate::mqtt::errors::Failure;
 use crate::renew::lock::CertsLock;
 use crate::renew::policy::Decision;
 use crate::renew::revoked::{self, Revoked};
 use crate::renew::stage::{self, Staged, rfc3339};
-use crate::renew::{CurrentCert, RenewError, Renewer, ensure_not_revoked, probe, retry_hint};
+use crate::renew::{CurrentCert, RenewError, Renewer, ensure_not_revoked, retry_hint};
 use crate::tunnel;
 
 /// What the renewal task asks of the main loop.
@@ -59,6 +56,7 @@ pub(super) enum Adoption {
     Rejected,
     /// The broker could not be reached, so nothing was proven; discarded, to be tried again
     /// with the reconnect backoff.
+    #[cfg_attr(not(feature = "mqtt"), allow(dead_code))]
     Inconclusive,
 }
 
@@ -243,65 +241,6 @@ impl Task {
 }
 
 impl Daemon {
-    /// Proves a staged pair by reconnecting the MQTT session with it, then promotes it (the
-    /// caller holds the certs lock). Unless the new pair and its session are in use, the
-    /// current pair stays and the session is rebuilt with it.
-    pub(super) async fn adopt(
-        &mut self,
-        id: &DeviceId,
-        staged: Staged,
-        events: &mut EventLoop,
-    ) -> Adoption {
-        if self.connected {
-            // The broker allows one session per client id: the old one goes first.
-            disconnect(&self.client, events).await;
-            self.connected = false;
-        }
-        let proof = probe::connect_with(
-            id,
-            &self.broker,
-            &staged.files,
-            self.cfg.mqtt_ca.as_deref(),
-            self.opts.renew_probe_timeout,
-        )
-        .await;
-        let (client, new_events) = match proof {
-            Ok(session) => session,
-            Err(e) => {
-                let outcome = match &e {
-                    probe::ProbeError::Connect(Failure::Network(_)) => Adoption::Inconclusive,
-                    _ => Adoption::Rejected,
-                };
-                tracing::error!(error = %e, serial = %staged.facts.serial_hex, "the renewed certificate could not connect to the broker; discarding it and keeping the current one");
-                if let Err(e) = stage::discard(&self.certs) {
-                    tracing::warn!(error = %e, "cannot remove the staged certificate");
-                }
-                self.rebuild = true;
-                return outcome;
-            }
-        };
-        if let Err(e) = stage::promote(&self.certs, &staged) {
-            tracing::error!(error = %e, "cannot promote the renewed certificate");
-            if let Err(e) = stage::recover(&self.certs) {
-                tracing::error!(error = %e, "cannot resolve the interrupted promotion");
-            }
-            self.rebuild = true;
-            return Adoption::Rejected;
-        }
-        match self.certs.read_flag() {
-            Ok(Some(Ok(flag))) => self.flag = flag,
-            _ => tracing::warn!("the enrolled flag is unreadable after the renewal"),
-        }
-        tracing::info!(serial = %staged.facts.serial_hex, not_after = %rfc3339(staged.facts.not_after), "certificate renewed; the MQTT session uses it");
-        self.client = client;
-        *events = new_events;
-        self.last_failure = None;
-        self.ota_restart = true;
-        self.serial.send_replace(self.flag.serial.clone());
-        self.on_connect();
-        Adoption::InUse
-    }
-
     /// The bridge revoked the device: the tunnel goes down and stays down.
     pub(super) async fn on_revoked(&mut self, revoked: &Revoked) {
         tracing::error!(reason = %revoked.describe(), "this device is revoked; bringing the tunnel down and stopping renewals");
@@ -319,9 +258,7 @@ impl Daemon {
             self.tunnel = Tunnel::Revoked(revoked.describe());
         }
         self.save_state();
-        if self.connected {
-            self.publish_attributes();
-        }
+        self.announce();
     }
 
     /// Starts the renewal task unless the device is revoked or the task already runs.

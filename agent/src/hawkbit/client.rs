@@ -14,7 +14,7 @@ use zeroize::Zeroizing;
 use super::model::{CancelAction, ConfigData, ControllerBase, DeploymentBase, Feedback};
 use super::settings::{AuthMode, HawkbitSettings};
 use crate::certs::CertsDir;
-use crate::mqtt::tls::{TlsSetupError, client_identity, pem_certs};
+use crate::identity::{TlsSetupError, client_identity, pem_certs};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// For DDI calls; downloads have no overall timeout, only the read timeout.

@@ -24,11 +24,10 @@
 
 use std::path::PathBuf;
 
-use std::collections::BTreeMap;
-
 use nexa_proto::base_url::BaseUrlError;
 use reqwest::Url;
-use serde::Deserialize;
+
+pub use super::config::{Announced, HawkbitFile};
 
 pub const DEFAULT_TENANT: &str = "DEFAULT";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/nexa";
@@ -36,55 +35,6 @@ pub const DEFAULT_DATA_DIR: &str = "/var/lib/nexa";
 pub const DEFAULT_STALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 const STALL_TIMEOUT_RANGE: std::ops::RangeInclusive<std::time::Duration> =
     std::time::Duration::from_secs(5)..=std::time::Duration::from_secs(3600);
-
-/// The `[hawkbit]` table as written. Unknown keys are kept to be warned about (an older agent
-/// after a rollback must still start with a newer image's file).
-#[derive(Debug, Clone, Default, Deserialize)]
-pub struct HawkbitFile {
-    pub url: Option<String>,
-    pub tenant: Option<String>,
-    pub controller_id: Option<String>,
-    pub auth: Option<String>,
-    pub token_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    pub data_dir: Option<PathBuf>,
-    pub spool_dir: Option<PathBuf>,
-    pub after_install: Option<String>,
-    pub reboot_via: Option<String>,
-    pub stall_timeout: Option<String>,
-    #[serde(flatten)]
-    pub unknown: BTreeMap<String, toml::Value>,
-}
-
-impl HawkbitFile {
-    /// `self` (flags / environment) over `lower` (the file), key by key.
-    pub fn over(self, lower: HawkbitFile) -> HawkbitFile {
-        HawkbitFile {
-            url: self.url.or(lower.url),
-            tenant: self.tenant.or(lower.tenant),
-            controller_id: self.controller_id.or(lower.controller_id),
-            auth: self.auth.or(lower.auth),
-            token_file: self.token_file.or(lower.token_file),
-            ca_file: self.ca_file.or(lower.ca_file),
-            data_dir: self.data_dir.or(lower.data_dir),
-            spool_dir: self.spool_dir.or(lower.spool_dir),
-            after_install: self.after_install.or(lower.after_install),
-            reboot_via: self.reboot_via.or(lower.reboot_via),
-            stall_timeout: self.stall_timeout.or(lower.stall_timeout),
-            unknown: lower.unknown,
-        }
-    }
-}
-
-/// What the bridge announced about hawkBit at enrollment (kept in the enrolled flag; the
-/// token itself is in `/certs/hawkbit.token`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
-pub struct Announced {
-    /// DDI base URL.
-    pub url: String,
-    pub tenant: String,
-    pub controller_id: String,
-}
 
 /// How the device proves who it is to hawkBit.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -23,6 +23,8 @@
 
 pub mod lock;
 pub mod policy;
+// The MQTT proof of a renewed pair; without the `mqtt` feature a stand-in that skips it.
+#[cfg_attr(not(feature = "mqtt"), path = "probe_off.rs")]
 pub mod probe;
 pub mod revoked;
 pub mod stage;
@@ -43,9 +45,8 @@ use crate::config::{AgentConfig, BridgeSettings};
 use crate::enroll::approval::ApprovalWait;
 use crate::enroll::{EnrollOptions, EnrollOutcome, enroll};
 use crate::error::AgentError;
+use crate::identity::{Chain, IdentityFiles, TlsSetupError, identity_from};
 use crate::keys::DeviceKey;
-use crate::mqtt::tls::{Chain, IdentityFiles, TlsSetupError, identity_from};
-use crate::runstate::read_live;
 use crate::verify::{CertFacts, inspect, verify_device_cert};
 use lock::CertsLock;
 use policy::{Decision, Policy, jitter_seed};
@@ -73,6 +74,7 @@ pub enum RenewError {
     },
     #[error("the current certificate cannot be presented to the bridge: {0}")]
     Identity(TlsSetupError),
+    #[cfg(feature = "mqtt")]
     #[error("{0}; the current certificate stays in use")]
     Probe(#[from] probe::ProbeError),
     #[error(transparent)]
@@ -376,32 +378,7 @@ pub async fn renew(cfg: &AgentConfig, opts: &RenewOptions) -> Result<RenewOutcom
         Decision::NotYet { .. } | Decision::Due { .. } => {}
     }
     let staged = retry(opts.backoff, retry_hint, || renewer.request(&lock)).await?;
-    let mqtt = match mqtt_target(cfg, &certs, opts.mqtt) {
-        Ok(broker) => {
-            let id = renewer.device_id()?;
-            match probe::connect_with(
-                &id,
-                &broker,
-                &staged.files,
-                cfg.mqtt_ca.as_deref(),
-                opts.mqtt_timeout,
-            )
-            .await
-            {
-                Ok((client, mut events)) => {
-                    crate::mqtt::session::disconnect(&client, &mut events).await;
-                    MqttProof::Connected {
-                        broker: broker.to_string(),
-                    }
-                }
-                Err(e) => {
-                    stage::discard(&certs).map_err(RenewError::from)?;
-                    return Err(RenewError::Probe(e).into());
-                }
-            }
-        }
-        Err(why) => MqttProof::Skipped { why },
-    };
+    let mqtt = probe::prove(&renewer, cfg, &staged, opts).await?;
     let chain_replaced = staged.files.chain == certs.ca_chain_new();
     stage::promote(&certs, &staged).map_err(RenewError::from)?;
     tracing::info!(old = %current.facts.serial_hex, new = %staged.facts.serial_hex, "certificate renewed");
@@ -443,39 +420,6 @@ async fn re_enroll(
         }
         Err(e) => Err(e),
     }
-}
-
-/// The broker to prove the new pair against, or why not.
-fn mqtt_target(
-    cfg: &AgentConfig,
-    certs: &CertsDir,
-    check: MqttCheck,
-) -> Result<crate::config::Broker, String> {
-    if check == MqttCheck::Skip {
-        return Err("not requested".into());
-    }
-    let announced = certs
-        .read_flag()
-        .ok()
-        .flatten()
-        .and_then(Result::ok)
-        .and_then(|f| f.mqtt_url);
-    let broker = cfg.broker(announced.as_deref()).map_err(|e| match e {
-        crate::config::ConfigError::MissingMqttUrl { .. } => {
-            "no MQTT broker is configured or announced".to_owned()
-        }
-        other => other.to_string(),
-    })?;
-    if let Some(daemon) = read_live(&cfg.state_dir) {
-        // The pair must be proven even so: the probe uses the device's client id, so the
-        // broker hands the session over for a moment and the daemon reconnects; it takes the
-        // promoted pair up within 30 s.
-        tracing::info!(
-            pid = daemon.pid,
-            "a daemon is running; its MQTT session is interrupted briefly by the check"
-        );
-    }
-    Ok(broker)
 }
 
 #[cfg(test)]

@@ -31,8 +31,8 @@ use zeroize::Zeroizing;
 
 use crate::atomic::{FsError, read_optional, sync_dir, write_atomic};
 use crate::certs::{CertsDir, MODE_PUBLIC, MODE_SECRET, remove_if_present};
+use crate::identity::IdentityFiles;
 use crate::keys::DeviceKey;
-use crate::mqtt::tls::IdentityFiles;
 use crate::verify::{CertFacts, inspect};
 
 /// Failures of staging, promotion or recovery.

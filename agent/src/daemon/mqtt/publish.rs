@@ -1,13 +1,12 @@
 //! The ThingsBoard device API side of the daemon: client attributes, telemetry samples (queued
-//! while offline) and the telemetry interval a shared attribute sets.
+//! while offline).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use rumqttc::QoS;
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
-use super::{Daemon, Tunnel};
+use crate::daemon::{Daemon, Tunnel};
 use crate::telemetry;
 use crate::thingsboard as tb;
 
@@ -20,16 +19,16 @@ impl Daemon {
             "certNotAfter": self.flag.not_after,
             "tunnel": self.tunnel.label(),
         });
-        if let Some(os) = &self.os_release {
+        if let Some(os) = &self.mqtt.os_release {
             attrs["osRelease"] = json!(os);
         }
-        if let Some(slot) = &self.boot_slot {
+        if let Some(slot) = &self.mqtt.boot_slot {
             attrs["raucBootSlot"] = json!(slot);
         }
         if let Tunnel::Degraded(why) = &self.tunnel {
             attrs["tunnelError"] = json!(why);
         }
-        let dropped = self.queue.take_dropped();
+        let dropped = self.mqtt.queue.take_dropped();
         if dropped > 0 {
             attrs["telemetryDropped"] = json!(dropped);
         }
@@ -39,7 +38,8 @@ impl Daemon {
     pub(super) fn publish_attributes(&mut self) {
         let attrs = self.attributes();
         if let Err(e) =
-            self.client
+            self.mqtt
+                .client
                 .try_publish(tb::ATTRIBUTES, QoS::AtLeastOnce, false, attrs.to_string())
         {
             tracing::warn!(error = %e, "cannot queue the attributes");
@@ -47,14 +47,15 @@ impl Daemon {
     }
 
     pub(super) fn flush_queue(&mut self) {
-        while let Some(item) = self.queue.pop() {
+        while let Some(item) = self.mqtt.queue.pop() {
             let payload = item.to_string();
             if self
+                .mqtt
                 .client
                 .try_publish(tb::TELEMETRY, QoS::AtLeastOnce, false, payload)
                 .is_err()
             {
-                self.queue.push_front(item);
+                self.mqtt.queue.push_front(item);
                 break;
             }
         }
@@ -72,22 +73,10 @@ impl Daemon {
             None
         };
         let sample = telemetry::sample(&self.opts.proc_root, wg.as_ref(), SystemTime::now());
-        self.queue.push(tb::telemetry(now_ms(), &sample));
-        if self.connected {
+        self.mqtt.queue.push(tb::telemetry(now_ms(), &sample));
+        if self.mqtt.connected {
             self.flush_queue();
         }
-    }
-
-    /// Applies an interval a shared attribute set (the ticker restarts with it).
-    pub(super) fn take_interval_change(
-        &mut self,
-        ticker: &mut tokio::time::Interval,
-    ) -> Option<Duration> {
-        if ticker.period() == self.interval {
-            return None;
-        }
-        *ticker = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
-        Some(self.interval)
     }
 }
 

@@ -5,7 +5,7 @@
 use rumqttc::QoS;
 use serde_json::{Value, json};
 
-use super::{Daemon, Tunnel};
+use crate::daemon::{Daemon, Tunnel};
 use crate::status::status;
 use crate::thingsboard::{self as tb, RpcRequest};
 
@@ -15,10 +15,10 @@ impl Daemon {
             match tb::parse_shared(payload) {
                 Ok(update) => {
                     if let Some(i) = update.telemetry_interval {
-                        self.interval = i;
+                        self.mqtt.interval = i;
                     }
                     if update.interval_reset {
-                        self.interval = self
+                        self.mqtt.interval = self
                             .cfg
                             .telemetry_interval()
                             .unwrap_or(crate::config::DEFAULT_TELEMETRY_INTERVAL);
@@ -49,9 +49,10 @@ impl Daemon {
 
     fn respond(&self, id: &str, answer: &Value) {
         let topic = tb::rpc_response_topic(id);
-        if let Err(e) = self
-            .client
-            .try_publish(topic, QoS::AtLeastOnce, false, answer.to_string())
+        if let Err(e) =
+            self.mqtt
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, false, answer.to_string())
         {
             tracing::warn!(error = %e, id, "cannot queue the RPC response");
         }
