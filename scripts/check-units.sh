@@ -26,7 +26,8 @@
 #   polkit's API: which actions it grants to whom.
 # - sysusers and tmpfiles, applied by systemd-sysusers and systemd-tmpfiles to a temporary
 #   root: the users exist, /certs is 0700 nexa:nexa, files a root-run command left there go
-#   back to nexa with their modes kept, and the units' User= names the snippets' users.
+#   back to nexa with their modes kept, a stale reboot request goes at boot (only), and the
+#   units' User= names the snippets' users.
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR
 source "$(dirname "$0")/lib.sh"
@@ -39,7 +40,7 @@ fi
 
 max_exposure="${NEXA_MAX_EXPOSURE:-3.0}"
 units_dir="$NEXA_ROOT/systemd"
-services=(nexa-agent nexa-server nexa-enroll nexa-cert-renew)
+services=(nexa-agent nexa-server nexa-enroll nexa-cert-renew nexa-reboot)
 
 install_debs systemd dbus dbus-bin libxml2-utils duktape util-linux procps
 
@@ -66,14 +67,14 @@ for bin in nexa-agent nexa-server; do
     chmod 0755 "$work/bin/$bin"
 done
 shopt -s nullglob
-unit_files=("$units_dir"/*.service "$units_dir"/*.timer)
+unit_files=("$units_dir"/*.service "$units_dir"/*.timer "$units_dir"/*.path)
 shopt -u nullglob
 [ "${#unit_files[@]}" -gt 0 ] || fail "no units in $units_dir"
 for f in "${unit_files[@]}"; do
     sed -e "s#/usr/bin/nexa-agent#$work/bin/nexa-agent#g" \
         -e "s#/usr/bin/nexa-server#$work/bin/nexa-server#g" "$f" >"$work/units/${f##*/}"
 done
-if ! out="$(cd "$work/units" && systemd-analyze verify --man=no -- *.service *.timer 2>&1)" || [ -n "$out" ]; then
+if ! out="$(cd "$work/units" && systemd-analyze verify --man=no -- *.service *.timer *.path 2>&1)" || [ -n "$out" ]; then
     fail "systemd-analyze verify reports (paths under $work/bin stand for /usr/bin):" "${out:-exit status non-zero}"
 fi
 verified="${#unit_files[@]}"
@@ -308,6 +309,14 @@ rm -rf "$root/certs"
 systemd-tmpfiles --root="$root" --create "$units_dir/nexa-agent.tmpfiles.conf" >/dev/null 2>&1 ||
     fail "systemd-tmpfiles cannot create a missing /certs"
 [ "$(stat -c '%a %u:%g' "$root/certs")" = "700 $nexa_ids" ] || fail "a missing /certs is not created 0700 nexa:nexa"
+# A reboot request: kept by the units' --create (a fresh one must reach nexa-reboot.path),
+# removed by the boot's --remove (a stale one must never reboot the device again).
+mkdir -p "$root/var/lib/nexa"
+printf 'requested_at=x\n' >"$root/var/lib/nexa/reboot-request"
+systemd-tmpfiles --root="$root" --create "$units_dir/nexa-agent.tmpfiles.conf" >/dev/null 2>&1 || true
+[ -f "$root/var/lib/nexa/reboot-request" ] || fail "systemd-tmpfiles --create removed a fresh reboot request"
+systemd-tmpfiles --root="$root" --create --remove --boot "$units_dir/nexa-agent.tmpfiles.conf" >/dev/null 2>&1 || true
+[ ! -e "$root/var/lib/nexa/reboot-request" ] || fail "systemd-tmpfiles --remove --boot kept a stale reboot request"
 
 printf 'check-units: %s units verified; D-Bus policy (%s calls), polkit rule (%s cases), sysusers and tmpfiles checked\n' \
     "$verified" "$bus_checks" "$polkit_checks"

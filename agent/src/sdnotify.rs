@@ -40,6 +40,22 @@ impl Notifier {
         self.watchdog.map(|w| w / 2)
     }
 
+    /// Feeds the watchdog from a task of its own until the returned guard is dropped: for a
+    /// wait outside the main loop (enrolling). Without a watchdog, nothing runs.
+    pub fn keepalive(&self) -> Keepalive {
+        let task = self.watchdog_every().map(|every| {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                loop {
+                    tick.tick().await;
+                    me.notify("WATCHDOG=1");
+                }
+            })
+        });
+        Keepalive { task }
+    }
+
     /// Sends `state` (e.g. `READY=1`); errors are logged, never fatal.
     pub fn notify(&self, state: &str) {
         let Some(socket) = &self.socket else { return };
@@ -55,6 +71,20 @@ impl Notifier {
         })();
         if let Err(e) = result {
             tracing::warn!(socket, error = %e, "cannot notify systemd");
+        }
+    }
+}
+
+/// Stops its watchdog task when dropped.
+#[derive(Debug)]
+pub struct Keepalive {
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Keepalive {
+    fn drop(&mut self) {
+        if let Some(t) = &self.task {
+            t.abort();
         }
     }
 }

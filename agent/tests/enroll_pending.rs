@@ -750,10 +750,31 @@ fn the_daemon_keeps_waiting_for_the_approval_then_runs() {
         .unwrap()
         .port();
     let log = dev.tmp.path().join("agent.log");
+    // systemd's notify socket, with a watchdog of 200 ms (WATCHDOG=1 every 100 ms).
+    let notify_path = dev.tmp.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let notes = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        while let Ok(n) = notify.recv(&mut buf) {
+            let note = String::from_utf8_lossy(&buf[..n]).into_owned();
+            let done = note.starts_with("STATUS=running");
+            got.push(note);
+            if done {
+                break;
+            }
+        }
+        got
+    });
     let mut child = Command::new(env!("CARGO_BIN_EXE_nexa-agent"))
         .env_clear()
         .env("NEXA_ENROLLMENT_KEY", KEY)
         .env("NEXA_SITE_CODE", SITE)
+        .env("NOTIFY_SOCKET", &notify_path)
+        .env("WATCHDOG_USEC", "200000")
         .arg("--config")
         .arg(dev.tmp.path().join("agent.toml"))
         .args(["--bridge-url", &bridge.url])
@@ -791,9 +812,29 @@ fn the_daemon_keeps_waiting_for_the_approval_then_runs() {
     let running = wait(Duration::from_secs(30), &|| {
         read().contains("agent running")
     });
+    // The service counted as started before the wait, and the watchdog was fed during it:
+    // READY=1 first, then WATCHDOG=1 before the enrollment ended.
+    let notes = notes.join().unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert!(running, "{}", read());
+    assert_eq!(
+        notes.first().map(String::as_str),
+        Some("READY=1"),
+        "{notes:?}"
+    );
+    let enrolled = notes
+        .iter()
+        .position(|n| n.starts_with("STATUS=enrolled as"))
+        .unwrap_or_else(|| panic!("no STATUS=enrolled: {notes:?}"));
+    assert!(
+        notes[..enrolled].iter().any(|n| n == "WATCHDOG=1"),
+        "no WATCHDOG=1 while enrolling: {notes:?}"
+    );
+    assert!(
+        notes.iter().filter(|n| *n == "READY=1").count() == 1,
+        "{notes:?}"
+    );
     let seen = bridge.enrollments();
     assert_eq!(seen.len(), 2, "{}", read());
     assert_eq!(seen[1].body, seen[0].body);

@@ -86,7 +86,7 @@ fn run_enrolls_connects_publishes_and_answers_rpc() {
         &[("NOTIFY_SOCKET", notify_path.as_os_str())],
     );
 
-    let mut buf = [0u8; 64];
+    let mut buf = [0u8; 256];
     let n = notify.recv(&mut buf).expect("READY=1 from the agent");
     assert_eq!(&buf[..n], b"READY=1");
 
@@ -175,8 +175,27 @@ fn run_enrolls_connects_publishes_and_answers_rpc() {
         "{}",
         broker.log()
     );
-    let n = notify.recv(&mut buf).expect("STOPPING=1 from the agent");
-    assert_eq!(&buf[..n], b"STOPPING=1");
+    // After READY=1: what it was doing (STATUS=), then STOPPING=1 last.
+    let mut notes = Vec::new();
+    while let Ok(n) = notify.recv(&mut buf) {
+        notes.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if notes.last().is_some_and(|n| n == "STOPPING=1") {
+            break;
+        }
+    }
+    assert_eq!(
+        notes.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{notes:?}"
+    );
+    assert!(
+        notes.iter().any(|n| n == "STATUS=running as dev-run-1"),
+        "{notes:?}"
+    );
+    assert!(
+        !notes.iter().any(|n| n == "READY=1"),
+        "READY=1 twice: {notes:?}"
+    );
 }
 
 fn now_ms() -> u64 {

@@ -133,7 +133,13 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
 
     // Until enrolled there is nothing else to do, so the daemon waits as long as it takes:
     // an unreachable bridge with the reconnect backoff, an enrollment held for an
-    // administrator's approval for ever (polling with the same keys, never exiting).
+    // administrator's approval for ever (polling with the same keys, never exiting). The
+    // configuration is sound, so the service counts as started (READY=1, a finite
+    // TimeoutStartSec= holds), and the watchdog is fed for the whole wait.
+    let notifier = Notifier::from_env();
+    notifier.notify("READY=1");
+    notifier.notify("STATUS=enrolling (or checking the enrollment in the certs directory)");
+    let keepalive = notifier.keepalive();
     let outcome = enroll(
         &cfg,
         &EnrollOptions::new(
@@ -144,6 +150,7 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
         ),
     )
     .await?;
+    drop(keepalive);
     let (id, flag) = match outcome {
         EnrollOutcome::AlreadyEnrolled { id, flag, .. } => (id, flag),
         EnrollOutcome::Enrolled { id, flag, .. } => {
@@ -191,8 +198,8 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     tracing::info!(device = %id, broker = %d.mqtt, "agent running");
 
     let (mut term, mut int, mut hup) = signals()?;
-    let notifier = Notifier::from_env();
-    let mut ready_sent = false;
+    notifier.notify(&format!("STATUS=enrolled as {id}; connecting"));
+    let mut running_sent = false;
     // Without a watchdog the ticker still runs, rarely, and sends nothing.
     let mut watchdog = tokio::time::interval(
         notifier
@@ -205,10 +212,10 @@ pub async fn run(cfg: AgentConfig, opts: RunOptions) -> Result<(), AgentError> {
     certs_check.tick().await;
 
     loop {
-        // Ready once the first connection attempt has an outcome, either way.
-        if !ready_sent && d.mqtt.settled() {
-            notifier.notify("READY=1");
-            ready_sent = true;
+        // Running once the first connection attempt has an outcome, either way.
+        if !running_sent && d.mqtt.settled() {
+            notifier.notify(&format!("STATUS=running as {id}"));
+            running_sent = true;
         }
         tokio::select! {
             incoming = d.mqtt.next() => d.on_mqtt(incoming).await,

@@ -18,7 +18,7 @@ use crate::hawkbit::client::DdiClient;
 use crate::hawkbit::download::Spool;
 use crate::hawkbit::engine::{Engine, Parts, Timing};
 use crate::hawkbit::pending::PendingFile;
-use crate::hawkbit::reboot::DbusRebooter;
+use crate::hawkbit::reboot::{RequestFile, for_settings};
 use crate::hawkbit::settings::{AfterInstall, HawkbitSettings, RebootVia};
 use crate::hawkbit::status::{OtaStatus, Phase};
 use crate::rauc::DbusRauc;
@@ -145,7 +145,7 @@ fn start(
     let (engine, status) = Engine::new(Parts {
         ddi,
         rauc: Arc::new(DbusRauc::system()),
-        rebooter: Arc::new(DbusRebooter::new(via)),
+        rebooter: for_settings(via, RequestFile::in_dir(&settings.data_dir)),
         spool: Spool::new(&settings.spool_dir),
         pending: PendingFile::new(settings.pending_file()),
         after_install: settings.after_install,

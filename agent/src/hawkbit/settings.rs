@@ -12,7 +12,7 @@
 //! data_dir = "/var/lib/nexa"      # the pending update survives reboots here
 //! spool_dir = "/var/lib/nexa/spool"  # default: <data_dir>/spool
 //! after_install = "reboot"         # reboot (confirm after boot) | report (success at once)
-//! reboot_via = "logind"            # logind | systemd
+//! reboot_via = "logind"            # logind | systemd | file (see hawkbit::reboot)
 //! stall_timeout = "60s"            # a download receiving nothing this long is resumed
 //! ```
 //!
@@ -77,6 +77,9 @@ pub enum RebootVia {
     Logind,
     /// `org.freedesktop.systemd1.Manager.StartUnit("reboot.target")`.
     Systemd,
+    /// Only the request file `<data_dir>/reboot-request`, which `nexa-reboot.path` acts on
+    /// (images without D-Bus access to logind or systemd).
+    File,
 }
 
 /// Resolved hawkBit settings.
@@ -201,11 +204,12 @@ impl HawkbitSettings {
         let reboot_via = match file.reboot_via.as_deref().map(str::trim) {
             None | Some("logind") => RebootVia::Logind,
             Some("systemd") => RebootVia::Systemd,
+            Some("file") => RebootVia::File,
             Some(other) => {
                 return Err(HawkbitConfigError::Value {
                     key: "reboot_via",
                     value: other.to_owned(),
-                    reason: "use logind or systemd",
+                    reason: "use logind, systemd or file",
                 });
             }
         };

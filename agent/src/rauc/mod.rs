@@ -190,8 +190,10 @@ pub(crate) fn classify_method_error(call: &str, name: &str, message: &str) -> Ra
         },
         Some("AccessDenied" | "AuthFailed") => RaucError::Unavailable {
             reason: format!(
-                "{call}: the bus does not let the agent talk to RAUC: {detail}; install RAUC's \
-                 D-Bus policy (de.pengutronix.rauc.conf) and run the agent as root"
+                "{call}: the bus does not let the agent talk to RAUC: {detail}; install the \
+                 agent's D-Bus policy (/usr/share/dbus-1/system.d/nexa-agent.conf, allowing \
+                 the user the agent runs as, nexa by default) beside RAUC's \
+                 (de.pengutronix.rauc.conf), then reload the bus"
             ),
         },
         Some(

@@ -58,6 +58,8 @@ USERADD_PARAM:${PN} += "${@'--system --no-create-home --user-group --home-dir ${
 NEXA_POLKIT_RULE = "${@bb.utils.contains('DISTRO_FEATURES', 'polkit', bb.utils.contains('PACKAGECONFIG', 'ota', '1', '', d), '', d)}"
 
 NEXA_AGENT_UNITS = "nexa-enroll.service nexa-agent.service nexa-cert-renew.service nexa-cert-renew.timer"
+# The reboot request of images without polkit (see README.md), installed with ota only.
+NEXA_REBOOT_UNITS = "nexa-reboot.path nexa-reboot.service"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
@@ -72,10 +74,14 @@ do_install:append() {
     install -m 0644 ${S}/systemd/nexa-agent.sysusers.conf ${D}${nonarch_libdir}/sysusers.d/nexa-agent.conf
     install -m 0644 ${S}/systemd/nexa-agent.tmpfiles.conf ${D}${nonarch_libdir}/tmpfiles.d/nexa-agent.conf
 
-    # RAUC and the reboot request over D-Bus: only the ota feature uses them.
+    # RAUC and the reboot request over D-Bus, and the reboot request file: only the ota
+    # feature uses them.
     if ${@bb.utils.contains('PACKAGECONFIG', 'ota', 'true', 'false', d)}; then
         install -d ${D}${datadir}/dbus-1/system.d
         install -m 0644 ${S}/systemd/nexa-agent.dbus.conf ${D}${datadir}/dbus-1/system.d/nexa-agent.conf
+        for unit in ${NEXA_REBOOT_UNITS}; do
+            install -m 0644 ${S}/systemd/$unit ${D}${systemd_system_unitdir}/$unit
+        done
     fi
     if [ -n "${NEXA_POLKIT_RULE}" ]; then
         install -d -m 0700 ${D}${datadir}/polkit-1/rules.d
@@ -92,12 +98,14 @@ do_install:append() {
     install -d -m 0700 -o nexa -g nexa ${D}${localstatedir}/lib/nexa
 }
 
-SYSTEMD_SERVICE:${PN} = "nexa-enroll.service nexa-agent.service nexa-cert-renew.timer"
+SYSTEMD_SERVICE:${PN} = "nexa-enroll.service nexa-agent.service nexa-cert-renew.timer \
+                         ${@bb.utils.contains('PACKAGECONFIG', 'ota', 'nexa-reboot.path', '', d)}"
 
 # OE sets no CONFFILES by default: keep local changes to the configuration on upgrades.
 CONFFILES:${PN} = "${sysconfdir}/nexa/agent.toml"
 
 FILES:${PN} += "${systemd_system_unitdir}/nexa-cert-renew.service \
+                ${systemd_system_unitdir}/nexa-reboot.service \
                 ${nonarch_libdir}/sysusers.d/nexa-agent.conf \
                 ${nonarch_libdir}/tmpfiles.d/nexa-agent.conf \
                 ${datadir}/dbus-1/system.d/nexa-agent.conf \
