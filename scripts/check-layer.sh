@@ -367,6 +367,15 @@ bb() {
         bitbake "$@") >>"$LOG" 2>&1
 }
 
+# bitbake ARGS... with NEXA_WIREGUARD=VALUE from the environment; output to stdout.
+bb_wireguard() {
+    local value=$1
+    shift
+    (cd "$BUILDDIR" && env LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8 \
+        PATH="$BITBAKE_DIR/bin:$OE_CORE_DIR/scripts:$PATH" BUILDDIR="$BUILDDIR" \
+        BB_ENV_PASSTHROUGH_ADDITIONS="NEXA_WIREGUARD" NEXA_WIREGUARD="$value" bitbake "$@")
+}
+
 # The value of VAR in the `bitbake -e` output FILE.
 bbvar() { sed -n "s/^\(export \)\{0,1\}$2=\"\(.*\)\"$/\2/p" "$1" | tail -1; }
 
@@ -478,7 +487,7 @@ EOF
                 [[ " $(bbvar "$envf" CARGO_BUILD_FLAGS) " == *" -p $pn "* ]] || problems+=("$pn: CARGO_BUILD_FLAGS lack -p $pn")
                 [[ "$(bbvar "$envf" CARGO_BUILD_FLAGS)" == *"--frozen"* ]] || problems+=("$pn: CARGO_BUILD_FLAGS lack --frozen")
                 [ "$(bbvar "$envf" CARGO_PROFILE_RELEASE_STRIP)" = none ] || problems+=("$pn: Cargo must not strip (CARGO_PROFILE_RELEASE_STRIP)")
-                [[ " $(bbvar "$envf" RRECOMMENDS:"$pn") " == *" kernel-module-wireguard "* ]] || problems+=("$pn: RRECOMMENDS lack kernel-module-wireguard")
+                [[ " $(bbvar "$envf" RDEPENDS:"$pn") " == *" kernel-module-wireguard "* ]] || problems+=("$pn: NEXA_WIREGUARD defaults to module but RDEPENDS lack kernel-module-wireguard")
                 [ -n "$(bbvar "$envf" "SYSTEMD_SERVICE:$pn")" ] || problems+=("$pn: no SYSTEMD_SERVICE:$pn")
                 ;;
         esac
@@ -518,6 +527,25 @@ EOF
         esac
     done
 
+    # NEXA_WIREGUARD's other values, one recipe file each (-b parses only that file).
+    local recipe wg
+    for pn in nexa-agent nexa-server; do
+        recipe="$LAYER/recipes-nexa/$pn/${pn}_$(bbvar "$BUILDDIR/env-$pn.txt" PV).bb"
+        envf="$BUILDDIR/env-$pn-builtin.txt"
+        if ! bb_wireguard builtin -b "$recipe" -e >"$envf" 2>&1; then
+            problems+=("$pn: bitbake -e with NEXA_WIREGUARD=builtin failed: $(grep -E '^ERROR' "$envf" | head -3 | tr '\n' ' ')")
+        else
+            wg=" $(bbvar "$envf" RDEPENDS:"$pn") "
+            [[ "$wg" != *" kernel-module-wireguard "* ]] || problems+=("$pn: NEXA_WIREGUARD=builtin still RDEPENDS on kernel-module-wireguard")
+        fi
+        envf="$BUILDDIR/env-$pn-invalid.txt"
+        if bb_wireguard yes -b "$recipe" -e >"$envf" 2>&1; then
+            problems+=("$pn: NEXA_WIREGUARD=yes parsed; it must stop with an error naming the values")
+        elif ! grep -q '^ERROR: NEXA_WIREGUARD = "yes": set it to "module"' "$envf"; then
+            problems+=("$pn: NEXA_WIREGUARD=yes failed without naming the variable: $(grep -E '^ERROR' "$envf" | head -2 | tr '\n' ' ')")
+        fi
+    done
+
     # Recipe-level QA (naming, metadata, SRC_URI): runs offline in seconds.
     if ! bb -c recipe_qa nexa-agent nexa-server packagegroup-nexa; then
         problems+=("bitbake -c recipe_qa failed: $(grep -E '^ERROR' "$LOG" | head -3 | tr '\n' ' ')")
@@ -553,7 +581,7 @@ EOF
         printf '%s\n' "${problems[@]}" | sed 's/^/FAIL: bitbake: /' >&2
         return 1
     fi
-    BB_SUMMARY="bitbake $bbver + oe-core wrynose, $machine/$tclibc, DISTRO_FEATURES +\"$features\": ${parsed:-parsed} (parse ${tparse}s); -e, recipe_qa, update_crates ok"
+    BB_SUMMARY="bitbake $bbver + oe-core wrynose, $machine/$tclibc, DISTRO_FEATURES +\"$features\": ${parsed:-parsed} (parse ${tparse}s); -e (NEXA_WIREGUARD module, builtin, invalid), recipe_qa, update_crates ok"
 }
 
 # --- run ------------------------------------------------------------------------------

@@ -112,8 +112,4 @@ FILES:${PN} += "${systemd_system_unitdir}/nexa-cert-renew.service \
                 ${datadir}/polkit-1/rules.d \
                 /certs"
 
-# WireGuard: with CONFIG_WIREGUARD=m (meta-nexa's kernel fragment, see README.md) the
-# kernel recipe packages the module as kernel-module-wireguard; with =y there is no such
-# package and a recommendation of it is dropped without an error, which a RDEPENDS would
-# not allow.
-RRECOMMENDS:${PN} += "kernel-module-wireguard"
+# WireGuard: nexa.inc adds RDEPENDS on kernel-module-wireguard unless NEXA_WIREGUARD = "builtin".

@@ -43,6 +43,6 @@ SYSTEMD_SERVICE:${PN} = "nexa-server.service"
 
 FILES:${PN} += "${nonarch_libdir}/sysusers.d/nexa-server.conf"
 
-# The managed gateway needs kernel WireGuard (see nexa-agent for the idiom); the
+# The managed gateway's kernel WireGuard comes from nexa.inc (NEXA_WIREGUARD); the
 # default hawkBit trust is the system's roots.
-RRECOMMENDS:${PN} += "kernel-module-wireguard ca-certificates"
+RRECOMMENDS:${PN} += "ca-certificates"
