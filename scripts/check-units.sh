@@ -17,6 +17,8 @@
 #   other binary the units name (/bin/sh, /bin/kill, systemd-tmpfiles) must exist for real.
 # - `systemd-analyze security --offline=true` of each service: the exposure is printed, and
 #   one above NEXA_MAX_EXPOSURE fails.
+# - The daemons' units (nexa-agent, nexa-server) are Type=notify with a WatchdogSec=: the
+#   binaries' READY=1 and watchdog pings are tested in tests/ (agent_run, server_service).
 # - The D-Bus policy: well-formed XML (xmllint), then on a private dbus-daemon whose default
 #   policy is the system bus's (every method call denied), with well-known names owned by
 #   dbus-test-tool (which answers every call): the calls the agent makes get through for its
@@ -101,6 +103,13 @@ for f in "${unit_files[@]}"; do
     [ -n "$user" ] || continue
     grep -Eqh "^u[[:space:]]+${user}[[:space:]]" "$units_dir"/*.sysusers.conf ||
         fail "${f##*/} runs as $user, which no systemd/*.sysusers.conf creates"
+done
+
+# --- the daemons speak the notify protocol (tests/tests/agent_run.rs, server_service.rs) -----
+for svc in nexa-agent nexa-server; do
+    f="$units_dir/$svc.service"
+    [ "$(sed -n 's/^Type=//p' "$f" | tail -n 1)" = notify ] || fail "$svc.service: Type= must be notify (the daemon sends READY=1)"
+    grep -Eq '^WatchdogSec=[1-9]' "$f" || fail "$svc.service: no WatchdogSec= (the daemon feeds the watchdog)"
 done
 
 # --- D-Bus policy ---------------------------------------------------------------------------

@@ -18,6 +18,7 @@ pub mod hawkbit;
 pub mod http;
 pub mod init;
 pub mod renew;
+pub mod sdnotify;
 pub mod serve;
 pub mod tls;
 pub mod wg;

@@ -31,6 +31,7 @@ use crate::http::{AppState, router};
 use crate::init::{InitError, ensure_initialized, gateway_private_key};
 use crate::renew::RenewService;
 use crate::renew::client_cert::ClientCa;
+use crate::sdnotify;
 use crate::tls::{self, TlsError};
 use crate::wg::manager::{self, GatewayConfig, GatewayHandle};
 use nexa_wg::KernelLink;
@@ -235,10 +236,15 @@ pub async fn serve(settings: Settings) -> Result<(), ServeError> {
     println!("nexa-server listening on https://{addr}");
     println!("root CA fingerprint: {fingerprint}");
     tracing::info!(%addr, %fingerprint, subnet = %settings.wg.pool.subnet(), "serving");
-    server
+    sdnotify::ready(addr);
+    let watchdog = sdnotify::spawn_watchdog();
+    let served = server
         .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-        .await
-        .map_err(ServeError::Server)?;
+        .await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
+    served.map_err(ServeError::Server)?;
     db.close().await;
     tracing::info!("stopped");
     Ok(())
@@ -295,5 +301,6 @@ async fn shutdown_on_signal(handle: Handle<SocketAddr>) {
         _ = int.recv() => {}
     }
     tracing::info!("shutting down");
+    sdnotify::stopping();
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
 }

@@ -216,6 +216,26 @@ impl TestServer {
         }
     }
 
+    /// Stops the server with SIGTERM (its graceful shutdown) and waits up to `within` for
+    /// it to exit; `None` if it is still running then (it is killed).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + within;
+        while sent && Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
     /// Sets an environment variable for the next `restart` (e.g. a port known only now).
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.launch_envs.retain(|(k, _)| k != key);
