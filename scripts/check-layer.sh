@@ -193,32 +193,37 @@ check_layout() {
         done < <(s_files "$f")
     done
 
-    # The agent recipe's Cargo profile overrides = the repository's [profile.embedded];
-    # every PACKAGECONFIG feature is a Cargo feature of nexa-agent.
-    local agent drift line
+    # Each recipe's Cargo profile overrides = the repository's profile for that binary
+    # (nexa-agent: [profile.embedded], nexa-server: [profile.embedded-server]); every
+    # PACKAGECONFIG feature is a Cargo feature of nexa-agent.
+    local agent server drift line
     agent=$(find "$LAYER/recipes-nexa/nexa-agent" -name 'nexa-agent_*.bb' | head -1)
-    drift=$(python3 - "$NEXA_ROOT/Cargo.toml" "$NEXA_ROOT/agent/Cargo.toml" "$agent" <<'PY'
+    server=$(find "$LAYER/recipes-nexa/nexa-server" -name 'nexa-server_*.bb' | head -1)
+    drift=$(python3 - "$NEXA_ROOT/Cargo.toml" "$NEXA_ROOT/agent/Cargo.toml" "$agent" "$server" <<'PY'
 import re, sys, tomllib
-ws, agent_toml, recipe = sys.argv[1:]
-text = open(recipe).read()
-name = recipe.rsplit("/", 1)[1]
-prof = tomllib.load(open(ws, "rb")).get("profile", {}).get("embedded")
-if prof is None:
-    print("Cargo.toml has no [profile.embedded] for the agent recipe to mirror")
-else:
+ws, agent_toml, agent, server = sys.argv[1:]
+profiles = tomllib.load(open(ws, "rb")).get("profile", {})
+for recipe, pname in ((agent, "embedded"), (server, "embedded-server")):
+    text = open(recipe).read()
+    name = recipe.rsplit("/", 1)[1]
+    prof = profiles.get(pname)
+    if prof is None:
+        print(f"Cargo.toml has no [profile.{pname}] for {name} to mirror")
+        continue
     for key in ("opt-level", "lto", "codegen-units", "panic"):
         var = "CARGO_PROFILE_RELEASE_" + key.upper().replace("-", "_")
         m = re.search(r'^export %s = "([^"]*)"$' % var, text, re.M)
-        want = str(prof.get(key, "")).lower()
-        if m is None or m.group(1).lower() != want:
-            found = m.group(1) if m else "nothing"
-            print(f'{name}: export {var} = "{want}" mirrors [profile.embedded] {key}; found {found}')
+        want = str(prof.get(key, "unwind" if key == "panic" else "")).lower()
+        found = m.group(1).lower() if m else ("unwind" if key == "panic" else None)
+        if found != want:
+            print(f'{name}: export {var} = "{want}" mirrors [profile.{pname}] {key}; found {found or "nothing"}')
+text = open(agent).read()
 feats = tomllib.load(open(agent_toml, "rb")).get("features", {})
 for feat in re.findall(r'^PACKAGECONFIG\[[^]]+\] = "--features ([A-Za-z0-9_-]+)', text, re.M):
     if feat not in feats:
-        print(f"{name}: PACKAGECONFIG maps to Cargo feature {feat}, which agent/Cargo.toml lacks")
+        print(f"{agent.rsplit('/', 1)[1]}: PACKAGECONFIG maps to Cargo feature {feat}, which agent/Cargo.toml lacks")
 PY
-    ) || drift="cannot read Cargo.toml, agent/Cargo.toml or the agent recipe"
+    ) || drift="cannot read Cargo.toml, agent/Cargo.toml or the recipes"
     if [ -n "$drift" ]; then
         while IFS= read -r line; do problems+=("$line"); done <<<"$drift"
     fi
@@ -516,6 +521,12 @@ EOF
                     [[ "$(bbvar "$envf" RUSTFLAGS)" == *"-C target-feature=+crt-static"* ]] || problems+=("nexa-agent: musl build is not crt-static (RUSTFLAGS)")
                     [[ "$(bbvar "$envf" RUST_HOST_SYS)" == *-musl* ]] || problems+=("nexa-agent: RUST_HOST_SYS $(bbvar "$envf" RUST_HOST_SYS) is not musl")
                 fi
+                ;;
+            nexa-server)
+                [ "$(bbvar "$envf" CARGO_PROFILE_RELEASE_OPT_LEVEL)" = s ] || problems+=("nexa-server: CARGO_PROFILE_RELEASE_OPT_LEVEL is not s")
+                [ "$(bbvar "$envf" CARGO_PROFILE_RELEASE_LTO)" = fat ] || problems+=("nexa-server: CARGO_PROFILE_RELEASE_LTO is not fat")
+                [ "$(bbvar "$envf" CARGO_PROFILE_RELEASE_CODEGEN_UNITS)" = 1 ] || problems+=("nexa-server: CARGO_PROFILE_RELEASE_CODEGEN_UNITS is not 1")
+                [ -z "$(bbvar "$envf" CARGO_PROFILE_RELEASE_PANIC)" ] || problems+=("nexa-server: CARGO_PROFILE_RELEASE_PANIC is set; the bridge keeps unwinding")
                 ;;
             linux-yocto)
                 if [[ " $features " == *" nexa "* ]]; then

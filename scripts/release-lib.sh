@@ -4,7 +4,8 @@
 #
 # The agent is built with [profile.embedded] (root Cargo.toml: opt-level "z", fat LTO, one
 # codegen unit, panic = abort, stripped) in one of four feature configurations; the server
-# with [profile.release] (it keeps unwinding, right for a server), also static and stripped.
+# with [profile.embedded-server] (opt-level "s", fat LTO, one codegen unit, stripped; it
+# keeps unwinding, right for a server), also static.
 # shellcheck shell=bash
 
 # Set by release_setup: 1 when the C cross compiler is a glibc one (agent only).
@@ -169,12 +170,13 @@ release_build_agent() {
     fi
 }
 
-# release_build_server TRIPLE OUTDIR: builds, checks and copies nexa-server (profile release).
+# release_build_server TRIPLE OUTDIR: builds, checks and copies nexa-server (profile
+# embedded-server).
 release_build_server() {
     local triple="$1" out="$2" src
-    log "nexa-server, $triple, profile release"
-    (cd "$NEXA_ROOT" && cargo build --locked --target "$triple" --release -p nexa-server)
-    src="$CARGO_TARGET_DIR/$triple/release/nexa-server"
+    log "nexa-server, $triple, profile embedded-server"
+    (cd "$NEXA_ROOT" && cargo build --locked --target "$triple" --profile embedded-server -p nexa-server)
+    src="$CARGO_TARGET_DIR/$triple/embedded-server/nexa-server"
     release_check "$src"
     mkdir -p "$out"
     cp "$src" "$out/nexa-server.tmp"

@@ -9,7 +9,8 @@
 #   no-ota    --no-default-features -F mqtt         -> nexa-agent-no-ota
 #   no-mqtt   --no-default-features -F ota          -> nexa-agent-no-mqtt
 #   minimal   --no-default-features                 -> nexa-agent-minimal
-# The server uses [profile.release] (unwinding kept) -> nexa-server. Every binary must be a
+# The server uses [profile.embedded-server] (opt-level "s", fat LTO, one codegen unit,
+# unwinding kept) -> nexa-server. Every binary must be a
 # static executable (no INTERP, no NEEDED, per readelf and file) and stripped, and every agent
 # at most NEXA_AGENT_MAX_BYTES (default 6 MiB); otherwise the script fails. First, unless
 # --no-checks, each configuration must pass `cargo clippy -p nexa-agent ... --all-targets
@@ -124,7 +125,7 @@ for c in "${agents[@]}"; do
 done
 if [ "$server" = 1 ]; then
     printf '%-20s %-32s %-20s built in %ss\n' nexa-server "$(release_size "$out/nexa-server")" \
-        "[release profile]" "${took[server]}"
+        "[embedded-server]" "${took[server]}"
 fi
 [ "$checks" != 1 ] || echo "feature matrix (clippy x${#RELEASE_AGENT_CONFIGS[@]}, unit tests): ${took[checks]}s"
 echo "agent limit: $RELEASE_AGENT_MAX_BYTES bytes; total $(($(now) - started))s"

@@ -15,8 +15,14 @@ REQUIRED_DISTRO_FEATURES = "systemd"
 # features, hence no PACKAGECONFIG.
 CARGO_BUILD_FLAGS += "-p nexa-server"
 
-# Stripping stays with Yocto (${PN}-dbg keeps the symbols); the repository's release
-# profile strips, which would also fail the already-stripped QA check.
+# The size profile of the repository ([profile.embedded-server]: opt-level s, fat LTO, one
+# codegen unit; unwinding kept, so a panic ends one request, not the bridge), given to the
+# release profile the cargo class builds (see nexa-agent; scripts/check-layer.sh keeps the
+# two in step). Stripping stays with Yocto (${PN}-dbg keeps the symbols); a binary Cargo
+# had stripped would also fail the already-stripped QA check.
+export CARGO_PROFILE_RELEASE_OPT_LEVEL = "s"
+export CARGO_PROFILE_RELEASE_LTO = "fat"
+export CARGO_PROFILE_RELEASE_CODEGEN_UNITS = "1"
 export CARGO_PROFILE_RELEASE_STRIP = "none"
 
 # The bridge runs as the unprivileged system user nexa-server (the unit grants
