@@ -8,8 +8,10 @@
 #      or error fails;
 #   4. bitbake: with OE_CORE_DIR pointing at an oe-core wrynose checkout (bitbake 2.18
 #      beside it, or BITBAKE_DIR), an offline parse of oe-core + meta-nexa (`bitbake -p`),
-#      `bitbake -e` checks of the recipes, `bitbake -c recipe_qa`, and oe-core's own
-#      update_crates code run against SRCREV; skipped (with a message) without it.
+#      `bitbake -e` checks of the recipes, `bitbake -c recipe_qa`, oe-core's own
+#      update_crates code run against SRCREV, and `bitbake -S none linux-yocto` with and
+#      without the layer (its `nexa` feature off): every task signature must match;
+#      skipped (with a message) without it.
 #
 # Usage: scripts/check-layer.sh [--release] [-h]
 #   --release   the recipes' SRCREV must hold everything they install (LICENSE, units,
@@ -58,13 +60,10 @@ OELINT_SUPPRESS=(oelint.vars.homepageping)
 #    output, which step 2 checks. Elsewhere both rules stay on (inconspaces catches the
 #    real `:append = "x"` bug).
 CRATES_INC_FILTERED='oelint\.vars\.(inconspaces|notneededspace)'
-#  - inline `# nooelint:` comments: only these (file:rule), each explained beside it:
-#    linux-yocto-nexa.inc is required only when DISTRO_FEATURES has `nexa` (the gate is in
-#    the require of linux-yocto_%.bbappend), which noncoreoverride cannot see: it wants a
-#    MACHINE or DISTRO override on every assignment of an append.
-INLINE_ALLOWED=(
-    "recipes-kernel/linux/linux-yocto-nexa.inc:oelint.vars.noncoreoverride"
-)
+#  - inline `# nooelint:` comments: only these (file:rule), each explained beside it;
+#    none at present (the appends to other layers' recipes carry the `nexa` override that
+#    oelint.vars.noncoreoverride asks for).
+INLINE_ALLOWED=()
 
 RELEASE=0
 for arg in "$@"; do
@@ -159,13 +158,6 @@ check_layout() {
                 problems+=("$(rel "$f"): file://$name not found beside it or in files/")
         done < <(grep -o 'file://[A-Za-z0-9._/-]*[^ "]*' "$f" | grep -v ';md5=' | sed 's,^file://,,; s,;.*,,' | sort -u)
     done < <(find "$LAYER" \( -name '*.bb' -o -name '*.bbappend' -o -name '*.inc' \) ! -name '*-crates.inc' | sort)
-    # The "off" branch of a feature-gated append must set nothing.
-    for f in "$LAYER"/recipes-*/*/*-off.inc; do
-        [ -e "$f" ] || continue
-        if grep -qv '^\(#.*\)\{0,1\}$' "$f"; then
-            problems+=("$(rel "$f"): the disabled branch of a gated append must set nothing")
-        fi
-    done
     # Inline oelint suppressions: only the listed ones.
     while IFS=: read -r f _ ids; do
         local id
@@ -392,6 +384,38 @@ stop_server() {
     if [ -n "$pid" ] && ps -p "$pid" -o args= 2>/dev/null | grep -q bitbake; then kill "$pid" 2>/dev/null || true; fi
 }
 
+# signature_diff TCLIBC MACHINE FEATURES EXTRA_LAYER...: `bitbake -S none linux-yocto`
+# with oe-core (and the extra layers) alone, then with meta-nexa added, both with FEATURES;
+# prints how many task signatures matched, or which differ (and returns 1).
+signature_diff() {
+    local tclibc=$1 machine=$2 features=$3 with dir layers
+    shift 3
+    for with in 0 1; do
+        dir="$CACHE/yocto/build-sig-$tclibc-$with"
+        layers="$OE_CORE_DIR/meta $*"
+        [ "$with" = 0 ] || layers="$layers $LAYER"
+        mkdir -p "$dir/conf"
+        printf 'BBPATH = "${TOPDIR}"\nBBFILES ?= ""\nBBLAYERS = "%s"\n' "$layers" >"$dir/conf/bblayers.conf"
+        sed "s|^DISTRO_FEATURES:append = .*|DISTRO_FEATURES:append = \" $features\"|" \
+            "$BUILDDIR/conf/local.conf" >"$dir/conf/local.conf"
+        rm -rf "$dir/tmp/stamps"
+        if ! (cd "$dir" && env LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8 \
+            PATH="$BITBAKE_DIR/bin:$OE_CORE_DIR/scripts:$PATH" BUILDDIR="$dir" \
+            bitbake -S none linux-yocto) >"$dir/signatures.log" 2>&1; then
+            echo "bitbake -S none linux-yocto failed (log: $dir/signatures.log)"
+            return 1
+        fi
+        (cd "$dir/tmp/stamps" && find . -name '*.sigdata.*' | sed 's/\.sigdata\./ /' | sort) >"$dir/signatures.txt"
+    done
+    local base="$CACHE/yocto/build-sig-$tclibc-0/signatures.txt" layer="$CACHE/yocto/build-sig-$tclibc-1/signatures.txt" n
+    n=$(wc -l <"$base")
+    if [ "$n" -eq 0 ] || ! cmp -s "$base" "$layer"; then
+        echo "adding meta-nexa without its feature changes task signatures of linux-yocto's graph: $(diff "$base" "$layer" | grep '^[<>]' | head -4 | tr '\n' ' ')"
+        return 1
+    fi
+    echo "signatures of linux-yocto's $n tasks unchanged by the layer without \`nexa\`"
+}
+
 check_bitbake() {
     if [ -z "${OE_CORE_DIR:-}" ]; then
         BB_SUMMARY="set OE_CORE_DIR to an oe-core wrynose checkout (bitbake 2.18 beside it or BITBAKE_DIR) for the offline bitbake parse"
@@ -472,7 +496,7 @@ EOF
     local tparse=$((SECONDS - t0))
 
     # bitbake -e: what the recipes resolve to.
-    local problems=() envf pn rev
+    local problems=() envf pn rev sig_summary=""
     rev=$(srcrev)
     for pn in nexa-agent nexa-server linux-yocto; do
         envf="$BUILDDIR/env-$pn.txt"
@@ -588,11 +612,21 @@ EOF
     done
     rm -rf "$tmp"
 
+    # Adding the layer without its `nexa` feature changes no task signature of another
+    # layer's recipe (what yocto-check-layer's signature test asks of a software layer):
+    # linux-yocto's whole task graph, with and without meta-nexa.
+    local sigs
+    if sigs=$(signature_diff "$tclibc" "$machine" "${features//nexa/}" "${extra[@]}"); then
+        sig_summary="$sigs"
+    else
+        problems+=("$sigs")
+    fi
+
     if [ "${#problems[@]}" -gt 0 ]; then
         printf '%s\n' "${problems[@]}" | sed 's/^/FAIL: bitbake: /' >&2
         return 1
     fi
-    BB_SUMMARY="bitbake $bbver + oe-core wrynose, $machine/$tclibc, DISTRO_FEATURES +\"$features\": ${parsed:-parsed} (parse ${tparse}s); -e (NEXA_WIREGUARD module, builtin, invalid), recipe_qa, update_crates ok"
+    BB_SUMMARY="bitbake $bbver + oe-core wrynose, $machine/$tclibc, DISTRO_FEATURES +\"$features\": ${parsed:-parsed} (parse ${tparse}s); -e (NEXA_WIREGUARD module, builtin, invalid), recipe_qa, update_crates ok; $sig_summary"
 }
 
 # --- run ------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
-# Kernel WireGuard for nexa-agent and nexa-server, only for distros that ask for it with
-# `nexa` in DISTRO_FEATURES. Without it the append requires a file that sets nothing, so
-# linux-yocto stays exactly as its layer has it (task signatures included), as a software
-# layer must (the pattern meta-rauc uses).
-require ${@bb.utils.contains('DISTRO_FEATURES', 'nexa', 'linux-yocto-nexa.inc', 'linux-yocto-nexa-off.inc', d)}
+# Kernel WireGuard for nexa-agent and nexa-server (files/wireguard.cfg, CONFIG_WIREGUARD=m,
+# packaged as kernel-module-wireguard, which the Nexa recipes depend on), only for distros
+# that ask for it with `nexa` in DISTRO_FEATURES: both lines carry the `nexa` override that
+# conf/layer.conf derives from the feature. Without it they are inactive, and linux-yocto
+# and its task signatures stay exactly as oe-core has them (scripts/check-layer.sh compares
+# the signatures with and without this layer), as a software layer must.
+FILESEXTRAPATHS:prepend:nexa := "${THISDIR}/files:"
+SRC_URI:append:nexa = " file://wireguard.cfg"
