@@ -56,6 +56,26 @@ pub fn bin_dir() -> &'static Path {
         ])
         .env("CARGO_TARGET_DIR", &target_dir)
         .current_dir(env!("CARGO_MANIFEST_DIR"));
+        // What cargo sets for this test process only: build scripts that track one of them
+        // (ring's tracks CARGO_MANIFEST_DIR) would otherwise rebuild every binary each time
+        // the value differs from a plain `cargo build` in a shell.
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_EXE_")
+                || matches!(
+                    key,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                cmd.env_remove(key);
+            }
+        }
         match profile.as_str() {
             "debug" => {}
             "release" => {
