@@ -357,20 +357,22 @@ host_prepare() {
     command -v lz4c >/dev/null 2>&1 || install_debs lz4
 }
 
-# bitbake in the build directory; output to LOG (appended).
-bb() {
-    (cd "$BUILDDIR" && env LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8 \
-        PATH="$BITBAKE_DIR/bin:$OE_CORE_DIR/scripts:$PATH" BUILDDIR="$BUILDDIR" \
-        bitbake "$@") >>"$LOG" 2>&1
+# bitbake_in DIR ARGS...: bitbake ARGS in the build directory DIR; output to stdout.
+bitbake_in() {
+    local dir=$1
+    shift
+    (cd "$dir" && env LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8 \
+        PATH="$BITBAKE_DIR/bin:$OE_CORE_DIR/scripts:$PATH" BUILDDIR="$dir" bitbake "$@")
 }
 
-# bitbake ARGS... with NEXA_WIREGUARD=VALUE from the environment; output to stdout.
+# bitbake in the build directory; output to LOG (appended).
+bb() { bitbake_in "$BUILDDIR" "$@" >>"$LOG" 2>&1; }
+
+# bitbake ARGS... in the build directory with NEXA_WIREGUARD=VALUE from the environment.
 bb_wireguard() {
     local value=$1
     shift
-    (cd "$BUILDDIR" && env LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8 \
-        PATH="$BITBAKE_DIR/bin:$OE_CORE_DIR/scripts:$PATH" BUILDDIR="$BUILDDIR" \
-        BB_ENV_PASSTHROUGH_ADDITIONS="NEXA_WIREGUARD" NEXA_WIREGUARD="$value" bitbake "$@")
+    BB_ENV_PASSTHROUGH_ADDITIONS="NEXA_WIREGUARD" NEXA_WIREGUARD="$value" bitbake_in "$BUILDDIR" "$@"
 }
 
 # The value of VAR in the `bitbake -e` output FILE.
@@ -399,9 +401,7 @@ signature_diff() {
         sed "s|^DISTRO_FEATURES:append = .*|DISTRO_FEATURES:append = \" $features\"|" \
             "$BUILDDIR/conf/local.conf" >"$dir/conf/local.conf"
         rm -rf "$dir/tmp/stamps"
-        if ! (cd "$dir" && env LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8 \
-            PATH="$BITBAKE_DIR/bin:$OE_CORE_DIR/scripts:$PATH" BUILDDIR="$dir" \
-            bitbake -S none linux-yocto) >"$dir/signatures.log" 2>&1; then
+        if ! bitbake_in "$dir" -S none linux-yocto >"$dir/signatures.log" 2>&1; then
             echo "bitbake -S none linux-yocto failed (log: $dir/signatures.log)"
             return 1
         fi
@@ -500,8 +500,7 @@ EOF
     rev=$(srcrev)
     for pn in nexa-agent nexa-server linux-yocto; do
         envf="$BUILDDIR/env-$pn.txt"
-        if ! (cd "$BUILDDIR" && env LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8 \
-            PATH="$BITBAKE_DIR/bin:$OE_CORE_DIR/scripts:$PATH" bitbake -e "$pn") >"$envf" 2>&1; then
+        if ! bitbake_in "$BUILDDIR" -e "$pn" >"$envf" 2>&1; then
             problems+=("bitbake -e $pn failed: $(grep -E '^ERROR' "$envf" | head -3 | tr '\n' ' ')")
             continue
         fi

@@ -148,7 +148,7 @@ impl DbusRebooter {
         match (self.call().await, &self.fallback) {
             (Ok(()), _) => Ok(()),
             (Err(Refusal::Denied(e)), Some(file)) => {
-                if self.via != RebootVia::File && self.has_polkit().await {
+                if self.has_polkit().await {
                     return Err(e);
                 }
                 tracing::warn!(error = %e, "the bus refused the reboot and there is no polkit to ask; leaving the request for nexa-reboot.path");
@@ -194,42 +194,36 @@ impl DbusRebooter {
                 Refusal::Other(e)
             }
         };
-        let conn = match self.via {
-            RebootVia::File => {
-                return Err(Refusal::Denied(fail(
-                    "reboot_via = file makes no D-Bus request".into(),
-                )));
-            }
-            RebootVia::Logind | RebootVia::Systemd => self
-                .connect()
-                .await
-                .map_err(|e| Refusal::Other(fail(format!("no D-Bus connection: {e}"))))?,
-        };
-        match self.via {
-            RebootVia::File => {}
-            RebootVia::Logind => {
-                conn.call_method(
-                    Some("org.freedesktop.login1"),
-                    "/org/freedesktop/login1",
-                    Some("org.freedesktop.login1.Manager"),
-                    "Reboot",
-                    &(false,),
-                )
-                .await
-                .map_err(refused)?;
-            }
-            RebootVia::Systemd => {
-                conn.call_method(
-                    Some("org.freedesktop.systemd1"),
-                    "/org/freedesktop/systemd1",
-                    Some("org.freedesktop.systemd1.Manager"),
-                    "StartUnit",
-                    &("reboot.target", "replace-irreversibly"),
-                )
-                .await
-                .map_err(refused)?;
-            }
+        // reboot_via = file never reaches the bus (`for_settings` builds a `RequestFile`).
+        if self.via == RebootVia::File {
+            return Err(Refusal::Other(fail(
+                "reboot_via = file makes no D-Bus request".into(),
+            )));
         }
+        let conn = self
+            .connect()
+            .await
+            .map_err(|e| Refusal::Other(fail(format!("no D-Bus connection: {e}"))))?;
+        let reply = if self.via == RebootVia::Logind {
+            conn.call_method(
+                Some("org.freedesktop.login1"),
+                "/org/freedesktop/login1",
+                Some("org.freedesktop.login1.Manager"),
+                "Reboot",
+                &(false,),
+            )
+            .await
+        } else {
+            conn.call_method(
+                Some("org.freedesktop.systemd1"),
+                "/org/freedesktop/systemd1",
+                Some("org.freedesktop.systemd1.Manager"),
+                "StartUnit",
+                &("reboot.target", "replace-irreversibly"),
+            )
+            .await
+        };
+        reply.map_err(refused)?;
         Ok(())
     }
 }
